@@ -1,0 +1,27 @@
+"""`difix-ns` command line: one tyro subcommand per job.
+
+Each subcommand is a dataclass config with a `main()` method, defined in a light module (heavy imports happen
+inside `main`), so `difix-ns --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import tyro
+
+from difix_ns.data.synth import SynthConfig
+
+
+def _subcommands() -> dict:
+    # Add new jobs here: name -> default config instance (its dataclass has a `main()` method).
+    return {
+        "synth": SynthConfig(),
+    }
+
+
+def entrypoint() -> None:
+    """Parse `difix-ns <job> [options]` and run the job."""
+    tyro.cli(tyro.extras.subcommand_type_from_defaults(_subcommands())).main()
+
+
+if __name__ == "__main__":
+    entrypoint()
