@@ -1,0 +1,274 @@
+"""The work behind `difix-ns fix` (heavy imports live here; see `fix_command.py` for the documented behaviour)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from difix_ns.fixers.base import resize_refs
+from difix_ns.fixers.config import FixerConfig
+from difix_ns.fixers.fix_command import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    FixCommandConfig,
+    FixSummary,
+    nearest_reference,
+    read_transforms_poses,
+)
+
+__all__ = ["run"]
+
+
+# ------------------------------------------------------------------------------------------------ image I/O
+def read_image(path: Path) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """RGB float32 [H,W,3] in [0,1] and the alpha channel (uint8 [H,W]) if any. Raises on unreadable files."""
+    with Image.open(path) as img:
+        img.load()
+        alpha = np.asarray(img.getchannel("A")) if img.mode in ("RGBA", "LA", "PA") else None
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(img, dtype=np.float32)
+            scale = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+            gray = np.clip(arr / scale, 0, 1)
+            return np.repeat(gray[..., None], 3, axis=2), alpha
+        rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return rgb, alpha
+
+
+def write_image(path: Path, rgb: np.ndarray, alpha: Optional[np.ndarray]) -> None:
+    data = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+    img = Image.fromarray(data, "RGB")
+    if alpha is not None:
+        img.putalpha(Image.fromarray(alpha, "L"))
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            img = img.convert("RGB")
+    kwargs = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    img.save(path, **kwargs)
+
+
+def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+
+
+# ------------------------------------------------------------------------------------------------ references
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _load_references(cfg: FixCommandConfig) -> list[tuple[str, torch.Tensor]]:
+    if cfg.ref is None:
+        return []
+    if not cfg.ref.exists():
+        raise FileNotFoundError(f"--ref not found: {cfg.ref}")
+    files = _list_images(cfg.ref) if cfg.ref.is_dir() else [cfg.ref]
+    if not files:
+        raise ValueError(f"--ref folder {cfg.ref} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    refs = []
+    for path in files:
+        try:
+            refs.append((path.name, _to_tensor(read_image(path)[0])))
+        except Exception as err:  # noqa: BLE001 - a reference is required input: fail with its name
+            raise ValueError(f"cannot read reference image {path}: {err}") from err
+    return refs
+
+
+def _assign_references(
+    cfg: FixCommandConfig, names: list[str], refs: list[tuple[str, torch.Tensor]]
+) -> tuple[dict[str, int], list[str]]:
+    """Reference index per input name, and the notes to print (frames without poses, etc.)."""
+    if not refs:
+        return {}, []
+    if cfg.poses is None:
+        return {n: 0 for n in names}, []
+    frame_poses = read_transforms_poses(cfg.poses)
+    ref_poses = read_transforms_poses(cfg.ref_poses or cfg.poses)
+    ref_matrices = [ref_poses.get(name, ref_poses.get(Path(name).stem)) for name, _ in refs]
+    if any(m is None for m in ref_matrices):
+        lacking = [refs[i][0] for i, m in enumerate(ref_matrices) if m is None]
+        return {n: 0 for n in names}, [f"references without a pose ({', '.join(lacking[:5])}): fixed reference"]
+    assignment, no_pose = {}, []
+    for name in names:
+        pose = frame_poses.get(name, frame_poses.get(Path(name).stem))
+        if pose is None:
+            no_pose.append(name)
+            assignment[name] = 0
+        else:
+            assignment[name] = nearest_reference(pose, ref_matrices, cfg.rotation_weight)
+    notes = [f"{len(no_pose)} frames without a pose use the first reference"] if no_pose else []
+    return assignment, notes
+
+
+# ------------------------------------------------------------------------------------------------ running
+def _fix_batch(fixer: Any, images: list[torch.Tensor], refs: Optional[list[torch.Tensor]]) -> torch.Tensor:
+    x = torch.stack(images)
+    r = None
+    if refs is not None:
+        size = tuple(x.shape[-2:])
+        r = torch.stack([resize_refs(ref[None, None], size)[0] for ref in refs])
+    return fixer.fix(x, r)
+
+
+def _check_paths(cfg: FixCommandConfig) -> None:
+    if not cfg.input.exists():
+        raise FileNotFoundError(f"input not found: {cfg.input}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    out = cfg.output.resolve()
+    if cfg.input.is_dir() and out == cfg.input.resolve():
+        raise ValueError(
+            f"output folder {cfg.output} is the input folder; choose another (inputs are never overwritten)"
+        )
+    if cfg.input.is_file():
+        if cfg.input.suffix.lower() not in VIDEO_EXTENSIONS:
+            raise ValueError(f"input file {cfg.input} is not a video ({', '.join(VIDEO_EXTENSIONS)}); pass a folder")
+        if (out / cfg.input.name).resolve() == cfg.input.resolve():
+            raise ValueError(f"output folder {cfg.output} would overwrite the input video {cfg.input}")
+
+
+def _progress(cfg: FixCommandConfig):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]fix[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=cfg.quiet,
+    )
+
+
+def _run_folder(cfg: FixCommandConfig, fixer: Any, refs: list, summary: FixSummary) -> list[str]:
+    files = _list_images(cfg.input)
+    if not files:
+        raise ValueError(f"input folder {cfg.input} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    assignment, notes = _assign_references(cfg, [p.name for p in files], refs)
+    summary.reference_of = {n: refs[i][0] for n, i in assignment.items()}
+    pending: list[tuple[Path, torch.Tensor, Optional[np.ndarray]]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        ref_list = [refs[assignment[p.name]][1] for p, _, _ in pending] if refs else None
+        try:
+            out = _fix_batch(fixer, [t for _, t, _ in pending], ref_list).permute(0, 2, 3, 1).cpu().numpy()
+        except (ValueError, RuntimeError) as err:
+            for p, _, _ in pending:
+                summary.failed[p.name] = f"fixer failed: {err}"
+        else:
+            for (p, _, alpha), rgb in zip(pending, out):
+                try:
+                    write_image(cfg.output / p.name, rgb, alpha)
+                    summary.written.append(p.name)
+                except Exception as err:  # noqa: BLE001 - reported per file
+                    summary.failed[p.name] = f"cannot write: {err}"
+        pending.clear()
+
+    with _progress(cfg) as progress:
+        task = progress.add_task(str(cfg.input), total=len(files))
+        for path in files:
+            if (cfg.output / path.name).exists() and not cfg.overwrite:
+                summary.failed[path.name] = "output exists (use --overwrite)"
+                progress.advance(task)
+                continue
+            try:
+                rgb, alpha = read_image(path)
+            except Exception as err:  # noqa: BLE001 - reported per file, the rest still runs
+                summary.failed[path.name] = f"unreadable: {type(err).__name__}: {err}"
+                progress.advance(task)
+                continue
+            tensor = _to_tensor(rgb)
+            if pending and (tensor.shape != pending[0][1].shape or len(pending) >= cfg.batch_size):
+                flush()
+            pending.append((path, tensor, alpha))
+            progress.advance(task)
+        flush()
+    return notes
+
+
+def _iter_video(path: Path) -> Iterator[np.ndarray]:
+    import imageio.v3 as iio
+
+    yield from iio.imiter(path, plugin="pyav")
+
+
+def _run_video(cfg: FixCommandConfig, fixer: Any, refs: list, summary: FixSummary) -> list[str]:
+    import imageio.v3 as iio
+
+    target = cfg.output / cfg.input.name
+    if target.exists() and not cfg.overwrite:
+        raise FileExistsError(f"{target} exists (use --overwrite)")
+    meta = iio.immeta(cfg.input, plugin="pyav")
+    fps = float(meta.get("fps") or 30.0)
+    total = int(round(fps * float(meta["duration"]))) if meta.get("duration") else None
+    ref = [refs[0][1]] if refs else None
+    if refs:
+        summary.reference_of = {cfg.input.name: refs[0][0]}
+    frames: list[torch.Tensor] = []
+    count = 0
+    with iio.imopen(target, "w", plugin="pyav") as writer, _progress(cfg) as progress:
+        writer.init_video_stream("libx264", fps=fps)
+        task = progress.add_task(str(cfg.input), total=total)
+
+        def flush() -> None:
+            if frames:
+                out = _fix_batch(fixer, frames, None if ref is None else ref * len(frames))
+                for frame in out.permute(0, 2, 3, 1).cpu().numpy():
+                    writer.write_frame(np.clip(np.round(frame * 255.0), 0, 255).astype(np.uint8))
+                frames.clear()
+
+        for frame in _iter_video(cfg.input):
+            frames.append(_to_tensor(frame[..., :3].astype(np.float32) / 255.0))
+            count += 1
+            if len(frames) >= cfg.batch_size:
+                flush()
+            progress.advance(task)
+        flush()
+    if count == 0:
+        target.unlink(missing_ok=True)
+        raise ValueError(f"video {cfg.input} has no frames")
+    summary.written.append(cfg.input.name)
+    return [f"video: {count} frames at {fps:g} fps" + (", fixed reference" if refs else "")]
+
+
+def _print_summary(cfg: FixCommandConfig, summary: FixSummary, notes: list[str]) -> None:
+    if cfg.quiet:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    for note in notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    console.print(f"wrote {len(summary.written)} file(s) to {cfg.output}")
+    if summary.failed:
+        table = Table(title=f"{len(summary.failed)} input(s) failed")
+        table.add_column("file")
+        table.add_column("reason")
+        for name, reason in summary.failed.items():
+            table.add_row(name, reason)
+        console.print(table)
+
+
+def run(cfg: FixCommandConfig) -> FixSummary:
+    """Run `difix-ns fix` as configured; see `fix_command.py`."""
+    _check_paths(cfg)
+    refs = _load_references(cfg)
+    fixer = FixerConfig(
+        backend=cfg.backend,
+        checkpoint=cfg.checkpoint,
+        device=cfg.device,
+        precision=cfg.precision,
+        compile=cfg.compile,
+        chunk_size=cfg.batch_size,
+    ).setup()
+    cfg.output.mkdir(parents=True, exist_ok=True)
+    summary = FixSummary()
+    if cfg.input.is_dir():
+        notes = _run_folder(cfg, fixer, refs, summary)
+    else:
+        notes = _run_video(cfg, fixer, refs, summary)
+    _print_summary(cfg, summary, notes)
+    return summary

@@ -1,0 +1,96 @@
+"""`FixerConfig`: build any fixer back-end by name + checkpoint. Light module: heavy imports happen in `setup()`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Type
+
+__all__ = ["FixerConfig", "build_fixer"]
+
+
+def build_fixer(config: "FixerConfig") -> Any:
+    """Construct the `Fixer` described by `config` (see `FixerConfig`)."""
+    import torch
+
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if config.device == "auto" else config.device)
+    if config.backend == "identity":
+        from difix_ns.fixers.base import IdentityFixer
+
+        fixer: Any = IdentityFixer()
+    elif config.backend == "nafnet":
+        from difix_ns.fixers.nafnet import NAFNet, NAFNetFixer
+
+        if config.checkpoint is None:
+            fixer = NAFNetFixer(NAFNet(width=config.nafnet_width, use_reference=config.nafnet_use_reference))
+        else:
+            fixer = NAFNetFixer.from_pretrained(config.checkpoint)
+    elif config.backend == "difix":
+        from difix_ns.fixers.difix import DifixFixer
+
+        if config.checkpoint is None:
+            raise ValueError(
+                "the difix back-end needs a checkpoint: a hub id such as 'nvidia/difix' / 'nvidia/difix_ref' "
+                "or a local folder"
+            )
+        fixer = DifixFixer.from_pretrained(
+            str(config.checkpoint),
+            cache_dir=config.cache_dir,
+            merge_vae_lora=config.merge_vae_lora,
+            reference_attention=config.reference_attention,
+            prompt=config.prompt,
+            timestep=config.timestep,
+        )
+    else:
+        raise ValueError(f"unknown fixer backend {config.backend!r}; choose difix, nafnet or identity")
+    fixer = fixer.to(device).eval()
+    return fixer.configure(
+        chunk_size=config.chunk_size,
+        precision=config.precision,
+        channels_last=config.channels_last,
+        compile=config.compile,
+    )
+
+
+@dataclass
+class FixerConfig:
+    """Which image fixer to use and how to run it. `setup()` returns a ready `Fixer` in eval mode."""
+
+    _target: Type = field(default_factory=lambda: build_fixer)
+    """Factory called by `setup()` (nerfstudio convention; here a function dispatching on `backend`)."""
+    backend: Literal["difix", "nafnet", "identity"] = "difix"
+    """Fixer back-end: single-step Difix, the small NAFNet restorer, or identity (no change)."""
+    checkpoint: Optional[str] = None
+    """Difix: hub id (nvidia/difix, nvidia/difix_ref) or folder. NAFNet: folder from save_pretrained, or None
+    for a freshly initialised (untrained) network. Ignored by identity."""
+    device: str = "auto"
+    """Device for the fixer: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Autocast precision on CUDA (auto = bf16, or fp16 without bf16 support); CPU always runs fp32."""
+    channels_last: bool = True
+    """Use channels-last memory format for the convolutional networks."""
+    compile: bool = False
+    """Run the main network through torch.compile (first call is slow)."""
+    chunk_size: int = 4
+    """Most images per forward pass; halved automatically on an out-of-memory error."""
+    cache_dir: Optional[Path] = None
+    """Hugging Face cache folder for hub ids (default: the standard cache; HF_HUB_OFFLINE is honoured)."""
+    merge_vae_lora: bool = True
+    """Difix: merge the VAE decoder LoRA into plain weights at load time (faster, same output)."""
+    reference_attention: Optional[bool] = None
+    """Difix: mix reference views in self-attention; None = detect from the checkpoint (difix_ref)."""
+    prompt: Optional[str] = None
+    """Difix: prompt (None = the checkpoint's, else "remove degradation"); encoded once at load time."""
+    timestep: Optional[int] = None
+    """Difix: the single diffusion timestep (None = the checkpoint's, else 199)."""
+    nafnet_width: int = 16
+    """NAFNet without checkpoint: channels at full resolution."""
+    nafnet_use_reference: bool = False
+    """NAFNet without checkpoint: add the reference-view input."""
+
+    def setup(self, **kwargs: Any) -> Any:
+        """Build the fixer (`kwargs` override fields of this config for this call only)."""
+        from dataclasses import replace
+
+        return self._target(replace(self, **kwargs) if kwargs else self)

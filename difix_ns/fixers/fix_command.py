@@ -1,0 +1,129 @@
+"""`difix-ns fix`: run a fixer over a folder of images or a video file.
+
+Light module: only the standard library at import time; torch, the fixers and the image/video readers are
+imported inside `FixCommandConfig.main`.
+
+Documented handling:
+- Inputs: the image files directly inside the folder (.png .jpg .jpeg .bmp .tif .tiff .webp), sorted by name;
+  other files are skipped. A folder with no images is an error. A video file is read frame by frame and written
+  as a video of the same name, size and frame rate (H.264) into the output folder.
+- Outputs have the input's names, extensions and sizes. Greyscale and palette images are written as RGB; an
+  alpha channel is carried over unchanged; 16-bit images are written as 8-bit.
+- The output folder must differ from the input folder (the input is never overwritten). Existing files in the
+  output folder are replaced only with `--overwrite`.
+- An unreadable image (or a failed write) is reported with its reason at the end; every other image is written.
+  With `--strict` the command then exits with status 1.
+- References (`--ref`, a folder or one image): with camera poses (`--poses` for the frames, `--ref-poses` for the
+  references, default the same file; nerfstudio `transforms.json`, matched by file name) each frame gets the
+  nearest reference by translation distance + `rotation_weight` x rotation angle (radians); otherwise, and for
+  frames without a pose, the first reference (sorted by name) is used for every frame.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+__all__ = ["FixCommandConfig", "FixSummary", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "nearest_reference"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+
+
+@dataclass
+class FixSummary:
+    """What a `difix-ns fix` run did."""
+
+    written: list[str] = field(default_factory=list)
+    """Names of the files written to the output folder."""
+    failed: dict[str, str] = field(default_factory=dict)
+    """Input file name -> reason, for every input that could not be processed."""
+    reference_of: dict[str, str] = field(default_factory=dict)
+    """Input file name -> reference file name used for it (empty without `--ref`)."""
+
+
+@dataclass
+class FixCommandConfig:
+    """Fix every image of a folder (or every frame of a video) with an image fixer; writes same names and sizes."""
+
+    input: Path = Path("renders")
+    """Folder of images, or a video file."""
+    output: Path = Path("fixed")
+    """Output folder (created; must not be the input folder)."""
+    backend: Literal["difix", "nafnet", "identity"] = "difix"
+    """Fixer back-end."""
+    checkpoint: Optional[str] = None
+    """Difix: hub id (nvidia/difix, nvidia/difix_ref) or folder; NAFNet: folder from save_pretrained."""
+    ref: Optional[Path] = None
+    """Reference image folder (or one reference image); used by reference-aware fixers."""
+    poses: Optional[Path] = None
+    """nerfstudio transforms.json with the poses of the input frames (matched by file name)."""
+    ref_poses: Optional[Path] = None
+    """transforms.json with the poses of the references (default: --poses)."""
+    rotation_weight: float = 1.0
+    """Nearest reference: weight of the rotation angle (radians) against the translation distance."""
+    batch_size: int = 4
+    """Images per fixer call (same-size images are batched; halved automatically on out-of-memory)."""
+    device: str = "auto"
+    """auto, cpu, cuda, cuda:N."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Autocast precision on CUDA (auto = bf16/fp16); CPU runs fp32."""
+    compile: bool = False
+    """torch.compile the fixer's network."""
+    overwrite: bool = False
+    """Replace files that already exist in the output folder."""
+    strict: bool = False
+    """Exit with status 1 if any input failed."""
+    quiet: bool = False
+    """No progress bar or summary table."""
+
+    def main(self) -> FixSummary:
+        """Run the command; returns the summary (also printed)."""
+        from difix_ns.fixers import _fix_runner
+
+        summary = _fix_runner.run(self)
+        if self.strict and summary.failed:
+            sys.exit(1)
+        return summary
+
+
+def nearest_reference(
+    frame_c2w: Any, ref_c2ws: list[Any], rotation_weight: float = 1.0
+) -> int:
+    """Index of the reference camera closest to `frame_c2w` (4x4 or 3x4 camera-to-world matrices, numpy):
+    translation distance + `rotation_weight` * relative rotation angle in radians."""
+    import numpy as np
+
+    f = np.asarray(frame_c2w, dtype=np.float64)
+    best, best_cost = 0, float("inf")
+    for i, r in enumerate(ref_c2ws):
+        r = np.asarray(r, dtype=np.float64)
+        dist = float(np.linalg.norm(f[:3, 3] - r[:3, 3]))
+        cos = (np.trace(f[:3, :3].T @ r[:3, :3]) - 1.0) / 2.0
+        angle = float(np.arccos(np.clip(cos, -1.0, 1.0)))
+        cost = dist + rotation_weight * angle
+        if cost < best_cost:
+            best, best_cost = i, cost
+    return best
+
+
+def read_transforms_poses(path: Path) -> dict[str, Any]:
+    """File name -> 4x4 camera-to-world matrix from a nerfstudio transforms.json (keys: name and stem)."""
+    import numpy as np
+
+    data = json.loads(Path(path).read_text())
+    frames = data.get("frames")
+    if not isinstance(frames, list):
+        raise ValueError(f"{path} has no 'frames' list (not a nerfstudio transforms.json)")
+    poses: dict[str, Any] = {}
+    for frame in frames:
+        name = Path(str(frame.get("file_path", ""))).name
+        if not name or "transform_matrix" not in frame:
+            continue
+        matrix = np.asarray(frame["transform_matrix"], dtype=np.float64)
+        poses.setdefault(name, matrix)
+        poses.setdefault(Path(name).stem, matrix)
+    return poses
