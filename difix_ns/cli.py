@@ -9,12 +9,16 @@ from __future__ import annotations
 import tyro
 
 from difix_ns.data.synth import SynthConfig
+from difix_ns.demo import DemoConfig
+from difix_ns.fixers.fix_command import FixCommandConfig
 
 
 def _subcommands() -> dict:
     # Add new jobs here: name -> default config instance (its dataclass has a `main()` method).
     return {
         "synth": SynthConfig(),
+        "demo": DemoConfig(),
+        "fix": FixCommandConfig(),
     }
 
 
