@@ -9,6 +9,8 @@ and `compare.png` (ground truth | baseline | ours on the far views).
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 __all__ = ["DemoConfig", "DemoRun", "run_demo"]
+
+_ITERATION_TIME = re.compile(r"Trainer\.train_iteration:\s*([0-9.]+)")
 
 
 @dataclass(frozen=True)
@@ -87,8 +91,12 @@ def _budget_args(config: DemoConfig) -> List[str]:
     ]
 
 
-def _train(run: DemoRun, index: int, scene: Path, runs_dir: Path, config: DemoConfig) -> Tuple[Path, float]:
-    """Train one method with `ns-train`; returns its config.yml and the wall time in seconds."""
+def _train(run: DemoRun, index: int, scene: Path, runs_dir: Path, config: DemoConfig) -> Tuple[Path, float, float]:
+    """Train one method with `ns-train` (its output shown live).
+
+    Returns its config.yml, the wall time in seconds, and nerfstudio's own mean time per training iteration (the
+    `Trainer.train_iteration` line of its profiler summary; NaN if absent).
+    """
     experiment = f"run{index}"
     command = [
         str(Path(sys.executable).with_name("ns-train")),
@@ -99,10 +107,21 @@ def _train(run: DemoRun, index: int, scene: Path, runs_dir: Path, config: DemoCo
         *_budget_args(config),
         *run.extra_args,
     ]
+    # Passive OpenMP waiting: on a loaded 2-core machine, spinning threads slow PyTorch's CPU ops several-fold.
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
     start = time.perf_counter()
-    subprocess.run(command, check=True)
+    seconds_per_iteration = float("nan")
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            sys.stdout.write(line)
+            match = _ITERATION_TIME.search(line)
+            if match:
+                seconds_per_iteration = float(match.group(1))
+    if process.returncode != 0:
+        raise RuntimeError(f"ns-train {run.method} failed (exit {process.returncode}); its output is above")
     seconds = time.perf_counter() - start
-    return runs_dir / experiment / run.method / "demo" / "config.yml", seconds
+    return runs_dir / experiment / run.method / "demo" / "config.yml", seconds, seconds_per_iteration
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -117,7 +136,7 @@ def _summaries(views: List[dict], far: set) -> Dict[str, Dict[str, float]]:
 
 def _report(config: DemoConfig, scene: Path, results: List[dict], far_count: int, wall: float) -> str:
     metric_keys = list(results[0]["summary"]["all"].keys())
-    header = ["method"] + [f"{k} ({g})" for g in ("all", "far") for k in metric_keys] + ["ns-train wall s"]
+    header = ["method"] + [f"{k} ({g})" for g in ("all", "far") for k in metric_keys] + ["ns-train wall s", "s/iter"]
     lines = [
         "# difix-ns demo",
         "",
@@ -132,13 +151,14 @@ def _report(config: DemoConfig, scene: Path, results: List[dict], far_count: int
         cells = [r["label"]]
         for group in ("all", "far"):
             cells += [f"{r['summary'][group][k]:.4f}" if k != "psnr" else f"{r['summary'][group][k]:.2f}" for k in metric_keys]
-        cells += [f"{r['train_seconds']:.0f}"]
+        cells += [f"{r['train_seconds']:.0f}", f"{r['seconds_per_iteration']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         f"Produced by `difix-ns demo --out {config.out}` in {wall:.0f} s ({sys.platform}); "
         f"per-view numbers in results.json, figure in compare.png.",
-        "LPIPS is listed only when its AlexNet weights are available locally.",
+        "LPIPS is listed only when its AlexNet weights are available locally. 'ns-train wall s' includes start-up "
+        "and checkpointing; 's/iter' is nerfstudio's mean `Trainer.train_iteration` time.",
         "Runs: " + "; ".join(f"{r['label']} = `ns-train {r['method']}` ({r['config']})" for r in results),
         "",
     ]
@@ -191,7 +211,7 @@ def run_demo(config: DemoConfig) -> Path:
     results = []
     for index, run in enumerate(config.runs):
         CONSOLE.rule(f"[bold]{run.label}: ns-train {run.method}, {config.iterations} iterations")
-        config_path, seconds = _train(run, index, scene, runs_dir, config)
+        config_path, seconds, seconds_per_iteration = _train(run, index, scene, runs_dir, config)
         views = evaluate_views(config_path, description=f"Evaluating {run.label}")
         serial = [{"filename": v.filename, "metrics": v.metrics} for v in views]
         results.append(
@@ -200,6 +220,7 @@ def run_demo(config: DemoConfig) -> Path:
                 "method": run.method,
                 "config": str(config_path),
                 "train_seconds": seconds,
+                "seconds_per_iteration": seconds_per_iteration,
                 "summary": _summaries(serial, set(far)),
                 "views": serial,
                 "_views": views,
