@@ -8,8 +8,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import selectors
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,6 +102,32 @@ def test_ns_render_dataset_renders_every_test_view(trained, synth_scene):
     meta = json.loads((synth_scene / "synth_meta.json").read_text())
     rendered = sorted(output.rglob("*.png")) + sorted(output.rglob("*.jpg"))
     assert len(rendered) == len(meta["eval"])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ns_viewer_loads_checkpoint_and_serves(trained):
+    method, run, tmp_path = trained
+    if method != "difix-splatfacto":
+        pytest.skip("one viewer check suffices: ns-viewer shares eval_setup with ns-eval")
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "empty_torch_home")}
+    command = [str(BIN / "ns-viewer"), f"--load-config={run / 'config.yml'}", f"--viewer.websocket-port={_free_port()}"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    output, deadline = "", time.monotonic() + 180
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            while "Done loading checkpoint" not in output and process.poll() is None and time.monotonic() < deadline:
+                if selector.select(timeout=1.0):
+                    output += process.stdout.readline()
+    finally:
+        process.kill()
+        process.wait()
+    assert "Done loading checkpoint" in output, output[-3000:]
 
 
 def test_missing_data_folder_gets_a_clear_error(tmp_path):
