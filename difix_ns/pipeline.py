@@ -1,13 +1,39 @@
-"""Pipeline of the difix methods: nerfstudio's VanillaPipeline, the place where the fixer loop joins training."""
+"""Pipeline of the difix methods: nerfstudio's VanillaPipeline plus the Difix3D progressive update.
+
+Glue only (the math is in `difix_ns.progressive`):
+- at construction it gives the model the training views (poses + images on demand) that post-processing uses as
+  references;
+- one training callback, after the model's own at AFTER_TRAIN_ITERATION (splatfacto's densification must see
+  its own render first), runs `progressive_update` on the steps `ProgressiveConfig.is_update_step` names: the
+  model renders the novel cameras in eval mode without gradients, its fixer fixes them, the data manager gets
+  the pseudo views, and the run folder gets `difix_pseudo/step-NNNNNNNNN/` (images, masks, cameras.json);
+- the `ProgressiveState` (schedule position + pseudo views) is this module's extra state, so it is saved in every
+  checkpoint and restored by `ns-train --load-dir`, `ns-eval`, `ns-render` and the viewer.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Type
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Type
 
+import torch
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor
 
-__all__ = ["DifixPipeline", "DifixPipelineConfig"]
+from difix_ns.progressive.config import ProgressiveConfig
+from difix_ns.progressive.references import TrainingViews
+from difix_ns.progressive.state import ProgressiveState, write_pseudo_views
+from difix_ns.progressive.targets import interpolated_training_path, load_camera_path, subsample, with_poses
+from difix_ns.progressive.update import progressive_update
+
+__all__ = ["DifixPipeline", "DifixPipelineConfig", "PSEUDO_VIEWS_FOLDER"]
+
+PSEUDO_VIEWS_FOLDER = "difix_pseudo"
+"""Folder of the run where each update writes its pseudo views (`step-NNNNNNNNN/`)."""
 
 
 @dataclass
@@ -15,9 +41,119 @@ class DifixPipelineConfig(VanillaPipelineConfig):
     """Pipeline of difix-splatfacto and difix-nerfacto."""
 
     _target: Type = field(default_factory=lambda: DifixPipeline)
+    progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
+    """Difix3D progressive update: schedule, targets and pseudo views."""
 
 
 class DifixPipeline(VanillaPipeline):
-    """Datamanager + model, as in nerfstudio; the progressive fixer update (Difix3D) is added here."""
+    """Datamanager + model, as in nerfstudio, plus the progressive fixer update (see module docstring)."""
 
     config: DifixPipelineConfig
+
+    def __init__(self, config: DifixPipelineConfig, *args: Any, **kwargs: Any) -> None:
+        config.progressive.validate()
+        super().__init__(config, *args, **kwargs)
+        self.progressive_state = ProgressiveState()
+        self._training_views = self._make_training_views()
+        if hasattr(self.model, "attach_training_views"):
+            self.model.attach_training_views(self._training_views)
+        self._output_dir: Optional[Path] = None
+
+    # ---------------------------------------------------------------- training views and targets
+    def _make_training_views(self) -> TrainingViews:
+        datamanager = self.datamanager
+        dataset = datamanager.train_dataset
+        names = [Path(p).name for p in dataset.image_filenames]
+        if hasattr(datamanager, "training_image"):
+            load = datamanager.training_image
+        else:
+            load = dataset.get_image_float32
+        return TrainingViews(dataset.cameras.camera_to_worlds, load, names)
+
+    def novel_camera_targets(self) -> Cameras:
+        """Target cameras of the progressive update (poses and intrinsics only, never images)."""
+        config = self.config.progressive
+        train_cameras = self.datamanager.train_dataset.cameras
+        if config.targets == "eval":
+            cameras = self.datamanager.eval_dataset.cameras
+            cameras = with_poses(cameras, cameras.camera_to_worlds)
+        elif config.targets == "path":
+            assert config.camera_path is not None
+            cameras = load_camera_path(config.camera_path, int(train_cameras.height[0]))
+        else:
+            cameras = interpolated_training_path(train_cameras, config.interpolation_steps)
+        if cameras.shape[0] == 0:
+            raise ValueError(f"progressive.targets={config.targets!r} gives no cameras")
+        return subsample(cameras, config.max_views)
+
+    # ---------------------------------------------------------------- the update
+    def _render(self, camera: Cameras) -> Tuple[Tensor, Tensor]:
+        """Raw render (rgb [H, W, 3], alpha [H, W, 1]) of one camera in eval mode, without post-processing."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                outputs = _raw_outputs(model, camera.to(model.device))
+        finally:
+            model.train(was_training)
+        return outputs["rgb"], outputs["accumulation"]
+
+    def run_progressive_update(self, step: int) -> ProgressiveState:
+        """Run one progressive update now (as after training step `step`); returns the new state."""
+        fixer = self.model.get_fixer()
+        self.progressive_state = progressive_update(
+            self.progressive_state,
+            self.config.progressive,
+            step,
+            self.novel_camera_targets(),
+            self._training_views,
+            self._render,
+            fixer.fix if getattr(fixer, "supports_refs", True) else (lambda images, refs: fixer.fix(images, None)),
+        )
+        self.datamanager.set_pseudo_views(self.progressive_state.pseudo)
+        if self.config.progressive.save_views and self._output_dir is not None and self.progressive_state.pseudo:
+            folder = self._output_dir / PSEUDO_VIEWS_FOLDER / f"step-{step:09d}"
+            write_pseudo_views(folder, self.progressive_state.pseudo, self._training_views.names, step)
+        record = self.progressive_state.history[-1]
+        CONSOLE.log(
+            f"difix progressive update {self.progressive_state.num_updates} at step {step}: "
+            f"{int(record['views'])} pseudo views, mean distance to targets {record['mean_remaining']:.3f}, "
+            f"{record['seconds']:.1f} s"
+        )
+        return self.progressive_state
+
+    def _progressive_callback(self, step: int) -> None:
+        if self.config.progressive.is_update_step(step) and step > self.progressive_state.last_update_step:
+            self.run_progressive_update(step)
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        trainer = training_callback_attributes.trainer
+        if trainer is not None and getattr(trainer, "base_dir", None) is not None:
+            self._output_dir = Path(trainer.base_dir)
+        if self.config.progressive.enabled:
+            # last in the list: after the model's own AFTER_TRAIN_ITERATION callbacks (densification)
+            callbacks.append(
+                TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._progressive_callback)
+            )
+        return callbacks
+
+    # ---------------------------------------------------------------- checkpoint
+    def get_extra_state(self) -> Dict[str, Any]:
+        return {"progressive": self.progressive_state.to_state()}
+
+    def set_extra_state(self, state: Any) -> None:
+        if not isinstance(state, dict) or "progressive" not in state:
+            return
+        self.progressive_state = ProgressiveState.from_state(state["progressive"])
+        self.datamanager.set_pseudo_views(self.progressive_state.pseudo)
+
+
+def _raw_outputs(model: Any, camera: Cameras) -> Dict[str, Tensor]:
+    """The model's render of `camera` without post-processing (the fixing mixin's parent implementation)."""
+    from difix_ns.models.fixing import DifixFixingMixin
+
+    if isinstance(model, DifixFixingMixin):
+        return super(DifixFixingMixin, model).get_outputs_for_camera(camera)  # type: ignore[misc]
+    return model.get_outputs_for_camera(camera)

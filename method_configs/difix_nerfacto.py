@@ -1,4 +1,8 @@
-"""`ns-train difix-nerfacto`: nerfacto with single-step fixer updates, offline."""
+"""`ns-train difix-nerfacto`: nerfacto with Difix3D progressive fixer updates and post-processing, offline.
+
+The Difix3D+ settings live in `--pipeline.progressive.*` (schedule, targets), `--pipeline.model.fixer.*`,
+`--pipeline.model.postprocess` and `--pipeline.datamanager.pseudo-fraction`.
+"""
 
 from __future__ import annotations
 
@@ -55,5 +59,8 @@ difix_nerfacto = MethodSpecification(
         viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
         vis="viewer",
     ),
-    description="difix-ns nerfacto (base of the Difix3D fixer loop): builds, trains and evaluates offline.",
+    description=(
+        "Difix3D+ on nerfacto: progressive pseudo-view updates and fixer post-processing (rgb_fixed); "
+        "builds, trains and evaluates offline."
+    ),
 )

@@ -1,4 +1,8 @@
-"""`ns-train difix-splatfacto`: splatfacto with single-step fixer updates, on any device."""
+"""`ns-train difix-splatfacto`: splatfacto with Difix3D progressive fixer updates and post-processing, on any device.
+
+The Difix3D+ settings live in `--pipeline.progressive.*` (schedule, targets), `--pipeline.model.fixer.*`,
+`--pipeline.model.postprocess` and `--pipeline.datamanager.pseudo-fraction`.
+"""
 
 from __future__ import annotations
 
@@ -59,5 +63,8 @@ difix_splatfacto = MethodSpecification(
         viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
         vis="viewer",
     ),
-    description="difix-ns splatfacto (base of the Difix3D fixer loop): trains and renders on CPU or CUDA, offline.",
+    description=(
+        "Difix3D+ on splatfacto: progressive pseudo-view updates and fixer post-processing (rgb_fixed); "
+        "trains and renders on CPU or CUDA, offline."
+    ),
 )

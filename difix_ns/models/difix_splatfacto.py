@@ -4,14 +4,18 @@ What it changes in nerfstudio's splatfacto, and why:
 - rasterization goes through `difix_ns.splat.rasterize.rasterization`: gsplat's fused CUDA kernels on CUDA, a
   PyTorch path (gsplat's projection and SH + our depth-ordered compositing) on CPU;
 - no hard-coded `.cuda()` (seed-point initialisation and intrinsics follow the model's device);
-- LPIPS is built only when its weights are available locally (`difix_ns.metrics`).
-The progressive pseudo-view update (Difix3D) joins through this model and `DifixFullImageDatamanager`.
+- LPIPS is built only when its weights are available locally (`difix_ns.metrics`);
+- Difix3D/Difix3D+ (`difix_ns.models.fixing`): the fixer (`config.fixer`, built at first use), post-processing
+  (`rgb_fixed`, `*_fixed` metrics, the viewer toggle), and pseudo views in the loss: a batch from
+  `DifixFullImageDatamanager` marked `difix_pseudo` has its main loss scaled by `pseudo_loss_weight` and masked
+  by the render's alpha (`mask`, as splatfacto masks any view). Pseudo cameras carry no `cam_idx`, so neither the
+  camera optimizer nor the bilateral grid touches them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Type, Union
+from typing import Dict, List, Literal, Type, Union
 
 import torch
 from jaxtyping import Float, UInt8
@@ -25,7 +29,9 @@ from nerfstudio.models.splatfacto import (
 )
 from torch import Tensor
 
+from difix_ns.fixers.config import FixerConfig
 from difix_ns.metrics import offline_lpips
+from difix_ns.models.fixing import DifixFixingMixin
 from difix_ns.models.metrics_mixin import OfflineMetricsMixin
 from difix_ns.splat.cameras import viewmats_from_camera_to_worlds
 
@@ -37,6 +43,17 @@ class DifixSplatfactoModelConfig(SplatfactoModelConfig):
     """Splatfacto's settings, unchanged in name and meaning; difix-specific settings are added here."""
 
     _target: Type = field(default_factory=lambda: DifixSplatfactoModel)
+    fixer: FixerConfig = field(default_factory=lambda: FixerConfig(backend="identity"))
+    """Image fixer of the progressive update and of post-processing (built at first use). Default: identity, the
+    best fixer available offline until a trained one is configured (e.g. --pipeline.model.fixer.backend nafnet
+    --pipeline.model.fixer.checkpoint DIR, or difix with nvidia/difix_ref)."""
+    postprocess: bool = True
+    """Difix3D+ post-processing: renders for evaluation, ns-render and the viewer also get `rgb_fixed` (the viewer
+    checkbox switches it live)."""
+    postprocess_reference: Literal["nearest", "none"] = "nearest"
+    """Reference view of post-processing: the nearest training view (by pose distance), or none."""
+    pseudo_loss_weight: float = 0.3
+    """Weight of the loss on pseudo views (the paper's 0.3)."""
 
 
 def gaussians_from_points(
@@ -66,7 +83,7 @@ def gaussians_from_points(
     }
 
 
-class DifixSplatfactoModel(OfflineMetricsMixin, SplatfactoModel):
+class DifixSplatfactoModel(DifixFixingMixin, OfflineMetricsMixin, SplatfactoModel):
     """Splatfacto on any device (see module docstring)."""
 
     config: DifixSplatfactoModelConfig
@@ -85,6 +102,15 @@ class DifixSplatfactoModel(OfflineMetricsMixin, SplatfactoModel):
             distances, _ = self.k_nearest_sklearn(points.float(), 3)
             params = gaussians_from_points(points, colors, self.config.sh_degree, torch.from_numpy(distances))
             self.gauss_params = torch.nn.ParameterDict({k: torch.nn.Parameter(v) for k, v in params.items()})
+        self._setup_fixing()
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        """Splatfacto's losses; on a pseudo view the main loss is scaled by `pseudo_loss_weight` (its `mask`,
+        the render's alpha >= threshold, is applied by splatfacto like any mask)."""
+        loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
+        if batch.get("difix_pseudo", False):
+            loss_dict["main_loss"] = loss_dict["main_loss"] * self._pseudo_weight()
+        return loss_dict
 
     def _render_gaussians(self) -> Dict[str, Tensor]:
         """Activated Gaussian parameters to render, restricted to the crop box when one is set (eval only)."""

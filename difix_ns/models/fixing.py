@@ -1,0 +1,147 @@
+"""What difix-splatfacto and difix-nerfacto share: the fixer, Difix3D+ post-processing, the viewer toggle, and
+the weighting of pseudo views in the loss.
+
+- The fixer is built from `config.fixer` (`FixerConfig`) at first use (`get_fixer`), so building a model stays
+  cheap and any back-end `FixerConfig.setup()` knows (identity, nafnet, difix, later ones) plugs in. It is not a
+  submodule: its weights are not part of the scene's checkpoint.
+- Post-processing: `get_outputs_for_camera` adds `rgb_fixed` (the render fixed with the nearest training view as
+  reference) while post-processing is on; `get_image_metrics_and_images` then reports every metric twice
+  (`psnr`, `psnr_fixed`, ...), which is what `ns-eval` writes.
+- Viewer (custom elements): a checkbox turns post-processing on and off live, a dropdown picks the reference mode,
+  a read-only number shows the fixer's last latency. In a viewer render the displayed `rgb` is the fixed image
+  (`rgb_raw` keeps the render), and the fixer runs with the viewer's training lock released, so the lock is held
+  for the render only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+from typing import Dict, Iterator, Optional, Tuple
+
+import torch
+from jaxtyping import Float
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerDropdown, ViewerNumber
+from torch import Tensor
+
+from difix_ns.progressive.references import TrainingViews
+
+__all__ = ["DifixFixingMixin", "REFERENCE_MODES"]
+
+REFERENCE_MODES = ("nearest", "none")
+"""Reference views given to the fixer in post-processing: the nearest training view, or none."""
+
+
+def _viewer_render_thread() -> Optional[threading.Thread]:
+    """The nerfstudio viewer's render thread when it is the caller (it holds the training lock), else None."""
+    module = sys.modules.get("nerfstudio.viewer.render_state_machine")
+    thread = threading.current_thread()
+    if module is not None and isinstance(thread, module.RenderStateMachine):
+        return thread
+    return None
+
+
+@contextlib.contextmanager
+def _released(lock: Optional[threading.Lock]) -> Iterator[None]:
+    """Release `lock` (held by the caller) for the duration of the block, then take it back."""
+    if lock is None or not lock.locked():
+        yield
+        return
+    lock.release()
+    try:
+        yield
+    finally:
+        lock.acquire()
+
+
+class DifixFixingMixin:
+    """Mix into a nerfstudio model whose config has `fixer`, `postprocess`, `postprocess_reference` and
+    `pseudo_loss_weight`; call `_setup_fixing()` in `populate_modules`."""
+
+    config: object
+    device: torch.device
+
+    # ---------------------------------------------------------------- set-up
+    def _setup_fixing(self) -> None:
+        reference = self.config.postprocess_reference  # type: ignore[attr-defined]
+        if reference not in REFERENCE_MODES:
+            raise ValueError(f"postprocess_reference must be one of {REFERENCE_MODES}, got {reference!r}")
+        object.__setattr__(self, "_fixer", None)  # not a submodule: not saved with the scene
+        object.__setattr__(self, "_fixer_lock", threading.Lock())
+        object.__setattr__(self, "_training_views", None)
+        self.viewer_postprocess = ViewerCheckbox(
+            "Difix post-processing",
+            default_value=bool(self.config.postprocess),  # type: ignore[attr-defined]
+            hint="Fix every render with the configured fixer (Difix3D+); the displayed RGB is the fixed one.",
+        )
+        self.viewer_reference = ViewerDropdown("Fixer reference", default_value=reference, options=list(REFERENCE_MODES))
+        self.viewer_fixer_latency = ViewerNumber("Fixer latency (ms)", default_value=0.0, disabled=True)
+
+    def get_fixer(self):
+        """The fixer of `config.fixer`, built at first use (thread-safe)."""
+        with self._fixer_lock:  # type: ignore[attr-defined]
+            if self._fixer is None:  # type: ignore[attr-defined]
+                object.__setattr__(self, "_fixer", self.config.fixer.setup())  # type: ignore[attr-defined]
+            return self._fixer  # type: ignore[attr-defined]
+
+    def attach_training_views(self, views: Optional[TrainingViews]) -> None:
+        """Give the model the training views that post-processing uses as references (done by the pipeline)."""
+        object.__setattr__(self, "_training_views", views)
+
+    @property
+    def postprocess_enabled(self) -> bool:
+        """Whether renders are post-processed now (the viewer checkbox; initially `config.postprocess`)."""
+        return bool(self.viewer_postprocess.value)
+
+    # ---------------------------------------------------------------- post-processing
+    def fix_render(
+        self, rgb: Float[Tensor, "H W 3"], camera: Cameras, reference: Optional[str] = None
+    ) -> Float[Tensor, "H W 3"]:
+        """Fix one render of `camera`; reference mode `reference` (default: the viewer's dropdown)."""
+        reference = reference or self.viewer_reference.value
+        if reference not in REFERENCE_MODES:
+            raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}")
+        refs = None
+        fixer = self.get_fixer()
+        views: Optional[TrainingViews] = self._training_views  # type: ignore[attr-defined]
+        if reference == "nearest" and views is not None and getattr(fixer, "supports_refs", True):
+            index = views.nearest(camera.camera_to_worlds.reshape(-1, 3, 4)[:1], 1)
+            refs = views.references(index, (rgb.shape[0], rgb.shape[1]))
+        start = time.perf_counter()
+        fixed = fixer.fix(rgb.detach().float().clamp(0, 1).permute(2, 0, 1)[None], refs)
+        self.viewer_fixer_latency.value = round(1000.0 * (time.perf_counter() - start), 1)
+        return fixed[0].permute(1, 2, 0).to(rgb.device, rgb.dtype)
+
+    @torch.no_grad()
+    def get_outputs_for_camera(self, camera: Cameras, obb_box=None) -> Dict[str, Tensor]:
+        outputs = super().get_outputs_for_camera(camera, obb_box=obb_box)  # type: ignore[misc]
+        if not self.postprocess_enabled:
+            return outputs
+        viewer = _viewer_render_thread()
+        with _released(viewer.viewer.train_lock if viewer is not None else None):  # type: ignore[attr-defined]
+            fixed = self.fix_render(outputs["rgb"], camera)
+        if viewer is not None:
+            outputs["rgb_raw"] = outputs["rgb"]
+            outputs["rgb"] = fixed
+        outputs["rgb_fixed"] = fixed
+        return outputs
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        raw = {**outputs, "rgb": outputs.get("rgb_raw", outputs["rgb"])}
+        metrics, images = super().get_image_metrics_and_images(raw, batch)  # type: ignore[misc]
+        if "rgb_fixed" in outputs:
+            fixed_metrics, fixed_images = super().get_image_metrics_and_images(  # type: ignore[misc]
+                {**outputs, "rgb": outputs["rgb_fixed"]}, batch
+            )
+            metrics.update({f"{k}_fixed": v for k, v in fixed_metrics.items()})
+            images["img_fixed"] = fixed_images["img"]
+        return metrics, images
+
+    # ---------------------------------------------------------------- pseudo views in the loss
+    def _pseudo_weight(self) -> float:
+        return float(self.config.pseudo_loss_weight)  # type: ignore[attr-defined]

@@ -1,0 +1,130 @@
+"""One progressive update (Difix3D): step the novel cameras, render them, fix them, make pseudo views.
+
+`progressive_update` is a function of the previous `ProgressiveState`; it touches no model or data manager
+directly: rendering and fixing come in as callables, so it can be tested with stand-ins.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, List, Optional, Tuple
+
+import torch
+from jaxtyping import Float
+from nerfstudio.cameras.cameras import Cameras
+from torch import Tensor
+
+from difix_ns.progressive.config import ProgressiveConfig
+from difix_ns.progressive.poses import camera_spacing, step_poses
+from difix_ns.progressive.references import TrainingViews
+from difix_ns.progressive.state import ProgressiveState, PseudoViews
+from difix_ns.progressive.targets import with_poses
+
+__all__ = ["RenderFn", "FixFn", "progressive_update", "default_step_size"]
+
+RenderFn = Callable[[Cameras], Tuple[Float[Tensor, "H W 3"], Float[Tensor, "H W 1"]]]
+"""Render one camera ([1] Cameras) in eval mode without gradients: (rgb, alpha)."""
+FixFn = Callable[[Float[Tensor, "B 3 H W"], Optional[Float[Tensor, "B R 3 H W"]]], Float[Tensor, "B 3 H W"]]
+"""`Fixer.fix`: images and references in [0, 1] -> fixed images of the same size."""
+
+
+def default_step_size(config: ProgressiveConfig, training: TrainingViews) -> float:
+    """`config.step_size`, or the median spacing of the training cameras (pose-distance units)."""
+    if config.step_size is not None:
+        return config.step_size
+    if len(training) < 2:
+        return 1.0
+    return camera_spacing(training.poses, config.translation_weight, config.rotation_weight)
+
+
+def _to_uint8(image: Tensor) -> Tensor:
+    return (image.clamp(0, 1) * 255.0).round().to(torch.uint8)
+
+
+def _render_and_fix(
+    cameras: Cameras, references: Tensor, training: TrainingViews, render: RenderFn, fix: FixFn, config: ProgressiveConfig
+) -> Tuple[List[Tensor], List[Tensor]]:
+    """Render and fix `cameras` in chunks of `render_chunk_size`; returns uint8 images and bool masks (CPU)."""
+    images: List[Tensor] = []
+    masks: List[Tensor] = []
+    n = cameras.shape[0]
+    for start in range(0, n, config.render_chunk_size):
+        stop = min(start + config.render_chunk_size, n)
+        renders = [render(cameras[i : i + 1]) for i in range(start, stop)]
+        sizes = {(rgb.shape[0], rgb.shape[1]) for rgb, _ in renders}
+        groups = [list(range(len(renders)))] if len(sizes) == 1 else [[i] for i in range(len(renders))]
+        for group in groups:  # one batch per chunk, or one image at a time when targets differ in size
+            size = (renders[group[0]][0].shape[0], renders[group[0]][0].shape[1])
+            batch = torch.stack([renders[i][0].detach().float().clamp(0, 1).permute(2, 0, 1) for i in group])
+            refs = training.references(references[[start + i for i in group]], size)
+            fixed = fix(batch, refs).cpu()
+            for j, i in enumerate(group):
+                images.append(_to_uint8(fixed[j].permute(1, 2, 0)))
+                masks.append((renders[i][1].detach().float().cpu() >= config.alpha_threshold).reshape(*size, 1))
+        del renders
+    return images, masks
+
+
+@torch.no_grad()
+def progressive_update(
+    state: ProgressiveState,
+    config: ProgressiveConfig,
+    step: int,
+    targets: Cameras,
+    training: TrainingViews,
+    render: RenderFn,
+    fix: FixFn,
+) -> ProgressiveState:
+    """Move the novel cameras one step toward `targets`, render and fix them; returns the next state.
+
+    The first update starts every camera at the training pose nearest its target. References are the
+    `num_references` training views nearest each camera's new pose; their indices are also the camera indices the
+    pseudo views carry in training. The new views replace the previous set, or join it with `accumulate`.
+    """
+    start_time = time.perf_counter()
+    target_poses = targets.camera_to_worlds[:, :3, :4].float().cpu()
+    if state.poses is None:
+        start = training.nearest(target_poses, 1, config.translation_weight, config.rotation_weight)[:, 0]
+        current = training.poses[start]
+    elif state.targets is None or state.targets.shape != target_poses.shape:
+        raise ValueError(
+            f"the saved schedule has {0 if state.targets is None else state.targets.shape[0]} novel cameras but the "
+            f"configured targets give {target_poses.shape[0]}; resume with the same progressive settings"
+        )
+    else:
+        current = state.poses
+    poses, meta = step_poses(
+        current,
+        target_poses,
+        default_step_size(config, training),
+        config.translation_weight,
+        config.rotation_weight,
+        config.snap_fraction,
+    )
+    cameras = with_poses(targets, poses)
+    references = training.nearest(poses, config.num_references, config.translation_weight, config.rotation_weight)
+    images, masks = _render_and_fix(cameras, references, training, render, fix, config)
+    views = PseudoViews(
+        cameras=cameras,
+        images=images,
+        masks=masks,
+        reference_indices=references[:, 0].clone(),
+        steps=torch.full((cameras.shape[0],), step, dtype=torch.long),
+    )
+    if config.accumulate and state.pseudo is not None:
+        views = PseudoViews.concatenate([state.pseudo, views])
+    record = {
+        "step": float(step),
+        "views": float(len(views)),
+        "mean_remaining": float(meta["remaining"].mean()),
+        "reached": float(meta["reached"].float().mean()),
+        "seconds": time.perf_counter() - start_time,
+    }
+    return ProgressiveState(
+        poses=poses,
+        targets=target_poses,
+        num_updates=state.num_updates + 1,
+        last_update_step=step,
+        pseudo=views,
+        history=[*state.history, record],
+    )
