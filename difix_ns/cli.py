@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tyro
 
+from difix_ns.benchmark.command import BenchmarkConfig
 from difix_ns.data.synth import SynthConfig
 from difix_ns.demo import DemoConfig
 from difix_ns.fixers.fix_command import FixCommandConfig
@@ -19,6 +20,7 @@ def _subcommands() -> dict:
         "synth": SynthConfig(),
         "demo": DemoConfig(),
         "fix": FixCommandConfig(),
+        "benchmark": BenchmarkConfig(),
     }
 
 

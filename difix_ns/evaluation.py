@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -30,6 +30,14 @@ class ViewResult:
     """The model's render, in [0, 1]."""
     ground_truth: Float[np.ndarray, "H W 3"]
     """The evaluation image, in [0, 1]."""
+    rendered_fixed: Optional[Float[np.ndarray, "H W 3"]] = None
+    """The post-processed render (Difix3D+), when the model's post-processing is on."""
+
+
+def _split_pair(image: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
+    """nerfstudio's evaluation images are [ground truth | render] side by side."""
+    ground_truth, rendered = torch.chunk(image, 2, dim=1)
+    return ground_truth.clamp(0, 1).cpu().numpy(), rendered.clamp(0, 1).cpu().numpy()
 
 
 @torch.no_grad()
@@ -47,13 +55,14 @@ def evaluate_views(config_path: Path, description: str = "Evaluating views") -> 
     for camera, batch in track(loader, description=description, total=len(loader)):
         outputs = pipeline.model.get_outputs_for_camera(camera=camera)
         metrics, images = pipeline.model.get_image_metrics_and_images(outputs, batch)
-        ground_truth, rendered = torch.chunk(images["img"], 2, dim=1)  # nerfstudio stacks [gt | render]
+        ground_truth, rendered = _split_pair(images["img"])
         results.append(
             ViewResult(
                 filename=Path(filenames[int(batch["image_idx"])]).name,
                 metrics={k: float(v) for k, v in metrics.items()},
-                rendered=rendered.clamp(0, 1).cpu().numpy(),
-                ground_truth=ground_truth.clamp(0, 1).cpu().numpy(),
+                rendered=rendered,
+                ground_truth=ground_truth,
+                rendered_fixed=_split_pair(images["img_fixed"])[1] if "img_fixed" in images else None,
             )
         )
     return results

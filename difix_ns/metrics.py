@@ -24,6 +24,7 @@ __all__ = [
     "LPIPS_METRIC_KEYS",
     "UnavailableMetric",
     "build_lpips",
+    "inception_weights_path",
     "lpips_weights_path",
     "offline_lpips",
 ]
@@ -38,6 +39,13 @@ def lpips_weights_path() -> Path:
 
     filename = os.path.basename(urlparse(AlexNet_Weights.DEFAULT.url).path)
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def inception_weights_path() -> Path:
+    """Where torch-fidelity (torchmetrics' FID backbone) looks for its Inception weights."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(URL_INCEPTION_V3).path)
 
 
 class UnavailableMetric(nn.Module):

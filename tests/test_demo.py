@@ -7,23 +7,23 @@ import json
 import pytest
 from PIL import Image
 
-from difix_ns.demo import DemoConfig, run_demo
+from difix_ns.demo import DEMO_METHODS, DemoConfig, run_demo
 
 
 def test_demo_writes_report_results_and_figure(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
-    config = DemoConfig(out=tmp_path / "demo", iterations=5, resolution=32)
+    config = DemoConfig(out=tmp_path / "demo", iterations=8, resolution=32)
     report = run_demo(config)
 
     results = json.loads((config.out / "results.json").read_text())
-    assert [r["label"] for r in results] == [run.label for run in config.runs]
+    assert [r["method"] for r in results["runs"]] == list(DEMO_METHODS)
     text = report.read_text()
-    for r in results:
-        assert len(r["views"]) == 12
-        assert r["summary"]["far"]["psnr"] > 0.0
+    for run in results["runs"]:
+        assert len(run["views"]) == 12
+        assert run["metrics"]["far"]["psnr"] > 0.0
         # The table is written from the measured results, not by hand.
-        assert f"| {r['label']} | {r['summary']['all']['psnr']:.2f} |" in text
-        assert r["seconds_per_iteration"] > 0.0
+        assert f"| {run['method']} | {run['metrics']['all']['psnr']:.2f} |" in text
+        assert run["seconds_per_iteration"] > 0.0
 
     figure = Image.open(config.out / "compare.png")
     assert figure.format == "PNG" and figure.width > 300 and figure.height > 100

@@ -1,0 +1,232 @@
+"""`difix-ns benchmark`: methods side by side at the same budget on a sparse-view split, resumable.
+
+For each scene (a user's dataset, or synthetic scenes of several seeds), the split is written as a derived dataset
+(`splits/<scene>/transforms.json` + `split.json`); each method trains through the real `ns-train`, every evaluation
+view is scored through nerfstudio's loading and metrics, and a run's `result.json` marks it finished, so a rerun
+skips it. Outputs under `--out`: results.json (schema in `report.RESULTS_SCHEMA`), results.md, grid_<scene>.png.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+__all__ = ["BenchmarkConfig", "run_benchmark"]
+
+_DEFAULT_METHODS = ("splatfacto", "difix-splatfacto", "difix-splatfacto+post", "nerfacto", "difix-nerfacto")
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """Measure every method side by side on a sparse-view split and write tables and figures."""
+
+    data: Optional[Path] = None
+    """A nerfstudio dataset (transforms.json + images); default: synthetic scenes of `seeds`."""
+    seeds: Tuple[int, ...] = (0, 1, 2)
+    """Seeds of the synthetic scenes (used when --data is not given)."""
+    resolution: int = 96
+    """Image size of the synthetic scenes."""
+    methods: Tuple[str, ...] = _DEFAULT_METHODS
+    """Methods to compare (see difix_ns.benchmark.methods.METHODS)."""
+    train_every: Optional[int] = None
+    """Train on every K-th view (by file name order); the rest evaluate."""
+    train_views: Optional[int] = None
+    """Train on N views spread along the trajectory; the rest evaluate. Neither: the dataset's own train_filenames."""
+    iters: int = 1000
+    """Training iterations of every method."""
+    out: Path = Path("outputs/benchmark")
+    """Output folder (runs, splits, results.json, results.md, PNG grids)."""
+    fixer: str = "identity"
+    """Fixer back-end of the difix methods: identity, nafnet, difix."""
+    fixer_model: Optional[str] = None
+    """Fixer checkpoint: a folder, or a hub id such as nvidia/difix_ref for --fixer difix."""
+    max_grid_views: int = 4
+    """Far views shown per scene grid."""
+
+    def main(self) -> None:
+        run_benchmark(self)
+
+
+def _check(config: BenchmarkConfig) -> None:
+    from difix_ns.benchmark.methods import METHODS
+
+    unknown = [m for m in config.methods if m not in METHODS]
+    if unknown or not config.methods:
+        raise ValueError(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
+    if config.iters < 1:
+        raise ValueError(f"iters must be >= 1, got {config.iters}")
+    if config.data is None and not config.seeds:
+        raise ValueError("give --data or at least one synthetic seed")
+
+
+def _scenes(config: BenchmarkConfig) -> List[Tuple[str, Path]]:
+    if config.data is not None:
+        return [(Path(config.data).resolve().name, Path(config.data))]
+    from difix_ns.data.synth import SynthConfig, make_synthetic_scene
+
+    scenes = []
+    for seed in config.seeds:
+        folder = Path(config.out) / "scenes" / f"synth{seed}"
+        if not (folder / "transforms.json").is_file():
+            make_synthetic_scene(SynthConfig(out=folder, seed=seed, resolution=config.resolution, overwrite=True))
+        scenes.append((f"synth{seed}", folder))
+    return scenes
+
+
+def _save_png(image, path: Path) -> None:
+    from PIL import Image
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype("uint8")).save(path)
+
+
+def _train_and_evaluate(recipe, split_folder: Path, run_dir: Path, config: BenchmarkConfig) -> dict:
+    """Train one run and score its views; writes run_dir/result.json (the resume marker) and renders."""
+    import torch
+
+    from difix_ns.benchmark.methods import budget_args, fixer_args
+    from difix_ns.benchmark.runs import run_ns_train
+    from difix_ns.evaluation import evaluate_views
+
+    args = budget_args(recipe, config.iters, cpu=not torch.cuda.is_available()) + list(recipe.args)
+    if recipe.uses_fixer:
+        args += fixer_args(config.fixer, config.fixer_model)
+    trained = run_ns_train(recipe.method, split_folder, run_dir.parent, run_dir.name, args)
+    views = []
+    for view in evaluate_views(trained.config_path, description=f"Evaluating {run_dir.parent.name}/{run_dir.name}"):
+        _save_png(view.ground_truth, run_dir / "ground_truth" / f"{view.filename}")
+        _save_png(view.rendered, run_dir / "renders" / f"{view.filename}")
+        if view.rendered_fixed is not None:
+            _save_png(view.rendered_fixed, run_dir / "renders_fixed" / f"{view.filename}")
+        views.append({"filename": view.filename, "metrics": view.metrics})
+    result = {
+        "config": str(trained.config_path),
+        "wall_seconds": trained.wall_seconds,
+        "seconds_per_iteration": trained.seconds_per_iteration,
+        "peak_memory_mb": trained.peak_memory_mb,
+        "views": views,
+    }
+    (run_dir / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _scored_views(run: dict, split, fixed: bool) -> List[dict]:
+    bins = {Path(name).name: split.bin[name] for name in split.eval}
+    views = []
+    for view in run["views"]:
+        metrics = view["metrics"]
+        if fixed:
+            chosen = {k.removesuffix("_fixed"): v for k, v in metrics.items() if k.endswith("_fixed")}
+        else:
+            chosen = {k: v for k, v in metrics.items() if not k.endswith("_fixed")}
+        chosen = {k: v for k, v in chosen.items() if k in ("psnr", "ssim", "lpips")}
+        views.append({"file_path": view["filename"], "bin": bins[view["filename"]], "metrics": chosen})
+    return views
+
+
+def _grid(config: BenchmarkConfig, scene: str, split, runs_dir: Path, recipes) -> Path:
+    from difix_ns.benchmark.report import comparison_grid
+
+    ordered = sorted(split.eval, key=split.distance.get, reverse=True)
+    far = [Path(n).name for n in ordered if split.bin[n] == "far"] or [Path(n).name for n in ordered]
+    rows = far[: config.max_grid_views]
+    first = runs_dir / recipes[0].run_key
+    columns = [("ground truth", {r: first / "ground_truth" / r for r in rows})]
+    captions = {}
+    for recipe in recipes:
+        folder = runs_dir / recipe.run_key / ("renders_fixed" if recipe.fixed else "renders")
+        columns.append((recipe.name, {r: folder / r for r in rows}))
+        run = json.loads((runs_dir / recipe.run_key / "result.json").read_text())
+        key = "psnr_fixed" if recipe.fixed else "psnr"
+        for view in run["views"]:
+            if view["filename"] in rows:
+                captions[(recipe.name, view["filename"])] = f"PSNR {view['metrics'][key]:.2f}"
+    path = Path(config.out) / f"grid_{scene}.png"
+    comparison_grid(path, rows, columns, captions)
+    return path
+
+
+def _fid_status() -> Dict[str, object]:
+    from difix_ns.metrics import inception_weights_path
+
+    path = inception_weights_path()
+    if path.is_file():
+        return {"available": True, "reason": f"Inception weights at {path}"}
+    return {"available": False, "reason": f"FID left out: Inception weights not found at {path}"}
+
+
+def _fid(run_dir: Path, fixed: bool) -> float:
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    def load(folder: Path) -> torch.Tensor:
+        images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.glob("*.png"))]
+        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+
+    fid = FrechetInceptionDistance(feature=2048)
+    fid.update(load(run_dir / "ground_truth"), real=True)
+    fid.update(load(run_dir / ("renders_fixed" if fixed else "renders")), real=False)
+    return float(fid.compute())
+
+
+def run_benchmark(config: BenchmarkConfig) -> dict:
+    """Run (or resume) the benchmark; returns the results written to results.json."""
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    from difix_ns.benchmark.methods import METHODS
+    from difix_ns.benchmark.report import markdown_tables, summarize, validate_results
+    from difix_ns.benchmark.split import choose_split, read_frames, write_split_dataset
+
+    _check(config)
+    out = Path(config.out)
+    recipes = [METHODS[m] for m in config.methods]
+    fid = _fid_status()
+    if not fid["available"]:
+        CONSOLE.print(f"[yellow]{fid['reason']}[/yellow]")
+    results = {"version": 1, "config": json.loads(json.dumps(asdict(config), default=str)), "scenes": [], "runs": [], "fid": fid}
+    for scene, source in _scenes(config):
+        meta = read_frames(source)
+        split = choose_split(meta, config.train_every, config.train_views)
+        split_folder = write_split_dataset(source, meta, split, out / "splits" / scene)
+        results["scenes"].append({"name": scene, "split": split.to_dict()})
+        runs_dir = out / "runs" / scene
+        for recipe in recipes:
+            run_dir = runs_dir / recipe.run_key
+            if (run_dir / "result.json").is_file():
+                CONSOLE.print(f"{scene}/{recipe.run_key}: finished earlier, kept ({run_dir / 'result.json'})")
+                run = json.loads((run_dir / "result.json").read_text())
+            else:
+                CONSOLE.rule(f"[bold]{scene}: {recipe.run_key} ({recipe.method}, {config.iters} iterations)")
+                run = _train_and_evaluate(recipe, split_folder, run_dir, config)
+            views = _scored_views(run, split, recipe.fixed)
+            metrics = summarize(views)
+            if fid["available"]:
+                metrics["all"]["fid"] = _fid(run_dir, recipe.fixed)
+            results["runs"].append(
+                {
+                    "scene": scene,
+                    "method": recipe.name,
+                    "wall_seconds": run["wall_seconds"],
+                    "seconds_per_iteration": run["seconds_per_iteration"],
+                    "peak_memory_mb": run["peak_memory_mb"],
+                    "metrics": metrics,
+                    "views": views,
+                }
+            )
+        _grid(config, scene, split, runs_dir, recipes)
+    validate_results(results)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    header = (
+        f"# difix-ns benchmark\n\n{config.iters} iterations per method; split: "
+        f"{results['scenes'][0]['split']['rule']}; distance bins: near <= 0.5, mid <= 1.5, far > 1.5 training-camera "
+        f"spacings. {fid['reason']}. Written by `difix-ns benchmark` from the runs under {out / 'runs'}.\n\n"
+    )
+    (out / "results.md").write_text(header + markdown_tables(results, config.methods))
+    CONSOLE.print((out / "results.md").read_text())
+    CONSOLE.print(f"[bold green]Benchmark written:[/bold green] {out / 'results.md'}, {out / 'results.json'}, {out}/grid_*.png")
+    return results

@@ -1,0 +1,89 @@
+"""The methods the benchmark (and the demo) compare, as `ns-train` invocations, and the shared budget options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+__all__ = ["METHODS", "MethodRecipe", "budget_args", "fixer_args"]
+
+
+@dataclass(frozen=True)
+class MethodRecipe:
+    """One benchmarked method: which run to train and which of its outputs to score."""
+
+    name: str
+    """Name in the results."""
+    method: str
+    """Registered `ns-train` method."""
+    args: Tuple[str, ...] = ()
+    """Method-specific `ns-train` options."""
+    fixed: bool = False
+    """Score the post-processed render (`*_fixed` metrics) instead of the raw one."""
+    uses_fixer: bool = False
+    """Takes the benchmark's fixer options."""
+
+    @property
+    def run_key(self) -> str:
+        """Runs with the same key are trained once (post-processing scores the progressive run again)."""
+        return self.name.removesuffix("+post")
+
+
+_NO_FIXING = ("--pipeline.progressive.enabled=False", "--pipeline.model.postprocess=False")
+_PROGRESSIVE = ("--pipeline.progressive.enabled=True", "--pipeline.model.postprocess=True")
+
+METHODS = {
+    "splatfacto": MethodRecipe("splatfacto", "difix-splatfacto", _NO_FIXING),
+    "difix-splatfacto": MethodRecipe("difix-splatfacto", "difix-splatfacto", _PROGRESSIVE, uses_fixer=True),
+    "difix-splatfacto+post": MethodRecipe("difix-splatfacto+post", "difix-splatfacto", _PROGRESSIVE, fixed=True, uses_fixer=True),
+    "nerfacto": MethodRecipe("nerfacto", "difix-nerfacto", _NO_FIXING),
+    "difix-nerfacto": MethodRecipe("difix-nerfacto", "difix-nerfacto", _PROGRESSIVE, uses_fixer=True),
+    "difix-nerfacto+post": MethodRecipe("difix-nerfacto+post", "difix-nerfacto", _PROGRESSIVE, fixed=True, uses_fixer=True),
+}
+"""Baselines are our methods with the fixer stages off: nerfstudio's own splatfacto needs CUDA, and both of its
+models need network access for LPIPS; with the fixer off ours train exactly like them."""
+
+# nerfacto sized for a CPU: the default (4096 rays, 2^19 hash tables) takes ~15 s per iteration on 2 cores.
+_NERFACTO_CPU = (
+    "--pipeline.model.implementation=torch",
+    "--pipeline.datamanager.train-num-rays-per-batch=1024",
+    "--pipeline.model.eval-num-rays-per-chunk=4096",
+    "--pipeline.model.num-levels=8",
+    "--pipeline.model.log2-hashmap-size=15",
+    "--pipeline.model.max-res=256",
+)
+
+
+def budget_args(recipe: MethodRecipe, iterations: int, cpu: bool) -> List[str]:
+    """Options fitting a method's schedule (tuned for 30k steps) to `iterations`; the same for every method."""
+    n = iterations
+    args = [
+        f"--max-num-iterations={n}",
+        f"--steps-per-save={n}",
+        f"--steps-per-eval-image={n + 1}",
+        f"--steps-per-eval-batch={n + 1}",
+        f"--steps-per-eval-all-images={n + 1}",
+        "--vis=tensorboard",
+    ]
+    if recipe.method.endswith("splatfacto"):
+        # Small images: no coarse-to-fine stage; densify during the middle of the budget.
+        args += [
+            "--pipeline.model.num-downscales=0",
+            f"--pipeline.model.warmup-length={n // 4}",
+            f"--pipeline.model.refine-every={max(n // 10, 10)}",
+            f"--pipeline.model.stop-split-at={int(n * 0.75)}",
+        ]
+    elif cpu:
+        args += list(_NERFACTO_CPU)
+    if recipe.uses_fixer:
+        # The paper's 1.5k-of-30k update period, scaled to the budget: updates at 1/4, 1/2 and 3/4 of it.
+        args += [f"--pipeline.progressive.fix-start={max(n // 4, 1)}", f"--pipeline.progressive.fix-every={max(n // 4, 1)}"]
+    return args
+
+
+def fixer_args(backend: str, checkpoint: Optional[str]) -> List[str]:
+    """Options selecting the fixer of the progressive update and post-processing."""
+    args = [f"--pipeline.model.fixer.backend={backend}"]
+    if checkpoint is not None:
+        args.append(f"--pipeline.model.fixer.checkpoint={checkpoint}")
+    return args

@@ -1,0 +1,147 @@
+"""Benchmark outputs: results.json (validated against `RESULTS_SCHEMA`), results.md tables and PNG grids."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+__all__ = ["RESULTS_SCHEMA", "comparison_grid", "markdown_tables", "summarize", "validate_results"]
+
+_METRICS = {"type": "object", "additionalProperties": {"type": "number"}}
+_BINNED = {
+    "type": "object",
+    "required": ["all"],
+    "properties": {k: _METRICS for k in ("all", "near", "mid", "far")},
+    "additionalProperties": False,
+}
+
+RESULTS_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "difix-ns benchmark results",
+    "type": "object",
+    "required": ["version", "config", "scenes", "runs", "fid"],
+    "properties": {
+        "version": {"const": 1},
+        "config": {"type": "object", "description": "the benchmark command's options"},
+        "scenes": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "split"],
+                "properties": {"name": {"type": "string"}, "split": {"type": "object"}},
+            },
+        },
+        "runs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["scene", "method", "wall_seconds", "seconds_per_iteration", "peak_memory_mb", "metrics", "views"],
+                "properties": {
+                    "scene": {"type": "string"},
+                    "method": {"type": "string"},
+                    "wall_seconds": {"type": "number", "description": "ns-train wall time, start-up included"},
+                    "seconds_per_iteration": {"type": ["number", "null"]},
+                    "peak_memory_mb": {"type": "number", "description": "peak RSS of the ns-train process tree"},
+                    "metrics": _BINNED,
+                    "views": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["file_path", "bin", "metrics"],
+                            "properties": {
+                                "file_path": {"type": "string"},
+                                "bin": {"enum": ["near", "mid", "far"]},
+                                "metrics": _METRICS,
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "fid": {
+            "type": "object",
+            "required": ["available"],
+            "properties": {"available": {"type": "boolean"}, "reason": {"type": "string"}},
+        },
+    },
+}
+"""JSON Schema of results.json: psnr/ssim (and lpips, fid where their weights exist) per run, per distance bin."""
+
+
+def validate_results(results: dict) -> None:
+    """Raise `jsonschema.ValidationError` if `results` does not follow `RESULTS_SCHEMA`."""
+    import jsonschema
+
+    jsonschema.validate(results, RESULTS_SCHEMA)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+def summarize(views: List[dict]) -> Dict[str, Dict[str, float]]:
+    """Mean metrics over all views and per distance bin (bins without views are left out)."""
+    keys = sorted(set.intersection(*(set(v["metrics"]) for v in views))) if views else []
+    groups = {"all": views, **{b: [v for v in views if v["bin"] == b] for b in ("near", "mid", "far")}}
+    return {g: {k: _mean([v["metrics"][k] for v in vs]) for k in keys} for g, vs in groups.items() if vs}
+
+
+def _cell(key: str, value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.2f}" if key in ("psnr", "fid") else f"{value:.4f}"
+
+
+def markdown_tables(results: dict, methods: Sequence[str]) -> str:
+    """Means over scenes (per bin), then one table per scene."""
+    runs = results["runs"]
+    keys = [k for k in ("psnr", "ssim", "lpips", "fid") if any(k in r["metrics"]["all"] for r in runs)]
+    groups = [g for g in ("all", "near", "mid", "far") if any(g in r["metrics"] for r in runs)]
+    header = ["method"] + [f"{k} {g}" for g in groups for k in keys] + ["train s", "s/iter", "peak MB"]
+
+    def table(rows: List[Tuple[str, List[dict]]]) -> List[str]:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for method, method_runs in rows:
+            cells = [method]
+            for g in groups:
+                for k in keys:
+                    cells.append(_cell(k, _mean([r["metrics"][g][k] for r in method_runs if k in r["metrics"].get(g, {})])))
+            cells += [
+                f"{_mean([r['wall_seconds'] for r in method_runs]):.0f}",
+                _cell("s", _mean([r["seconds_per_iteration"] or float("nan") for r in method_runs])),
+                f"{max(r['peak_memory_mb'] for r in method_runs):.0f}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        return lines
+
+    scenes = [s["name"] for s in results["scenes"]]
+    out = [f"## Mean over {len(scenes)} scene(s)", ""]
+    out += table([(m, [r for r in runs if r["method"] == m]) for m in methods])
+    for scene in scenes:
+        out += ["", f"## {scene}", ""]
+        out += table([(m, [r for r in runs if r["method"] == m and r["scene"] == scene]) for m in methods])
+    return "\n".join(out) + "\n"
+
+
+def comparison_grid(path: Path, rows: List[str], columns: List[Tuple[str, Dict[str, Path]]], captions: Dict[Tuple[str, str], str]) -> None:
+    """PNG grid: one row per view name, one column per (label, view name -> image file); captions under panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(2.4 * len(columns), 2.5 * len(rows)), squeeze=False)
+    for i, view in enumerate(rows):
+        for j, (label, images) in enumerate(columns):
+            ax = axes[i, j]
+            ax.imshow(Image.open(images[view]))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(captions.get((label, view), Path(view).name), fontsize=7)
+            if i == 0:
+                ax.set_title(label, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,83 @@
+"""`difix-ns benchmark` end to end on a tiny synthetic scene: outputs, schema, resume, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from PIL import Image
+
+from difix_ns.benchmark.command import BenchmarkConfig, run_benchmark
+from difix_ns.benchmark.report import validate_results
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    config = BenchmarkConfig(
+        seeds=(0,), resolution=32, iters=6, out=out,
+        methods=("splatfacto", "difix-splatfacto", "difix-splatfacto+post"),
+    )
+    return config, run_benchmark(config)
+
+
+def test_results_follow_the_schema_and_cover_every_method_and_bin(benchmark_run):
+    config, results = benchmark_run
+    on_disk = json.loads((config.out / "results.json").read_text())
+    validate_results(on_disk)
+    assert [r["method"] for r in on_disk["runs"]] == list(config.methods)
+    split = on_disk["scenes"][0]["split"]
+    for run in on_disk["runs"]:
+        assert len(run["views"]) == len(split["eval"])
+        assert {"all", "far"} <= set(run["metrics"]) and run["metrics"]["far"]["psnr"] > 0
+        assert run["peak_memory_mb"] > 50 and run["wall_seconds"] > 0
+    assert not on_disk["fid"]["available"], "no Inception weights here: FID must be left out, not made up"
+
+
+def test_post_processing_scores_the_fixed_renders_of_the_same_run(benchmark_run):
+    config, results = benchmark_run
+    progressive, post = results["runs"][1], results["runs"][2]
+    assert progressive["wall_seconds"] == post["wall_seconds"], "one training serves both"
+    run = json.loads((config.out / "runs" / "synth0" / "difix-splatfacto" / "result.json").read_text())
+    assert post["views"][0]["metrics"]["psnr"] == run["views"][0]["metrics"]["psnr_fixed"]
+
+
+def test_no_evaluation_view_is_a_training_view(benchmark_run):
+    config, _ = benchmark_run
+    transforms = json.loads((config.out / "splits" / "synth0" / "transforms.json").read_text())
+    assert set(transforms["train_filenames"]).isdisjoint(transforms["test_filenames"])
+
+
+def test_markdown_and_grid_are_written(benchmark_run):
+    config, _ = benchmark_run
+    text = (config.out / "results.md").read_text()
+    for method in config.methods:
+        assert f"| {method} |" in text
+    grid = Image.open(config.out / "grid_synth0.png")
+    assert grid.format == "PNG" and grid.width > 400
+
+
+def test_a_rerun_keeps_finished_runs(benchmark_run, capsys):
+    config, results = benchmark_run
+    marker = config.out / "runs" / "synth0" / "splatfacto" / "result.json"
+    before = marker.stat().st_mtime_ns
+    again = run_benchmark(config)
+    assert marker.stat().st_mtime_ns == before
+    assert "finished earlier, kept" in capsys.readouterr().out
+    assert again["runs"][0]["metrics"] == results["runs"][0]["metrics"]
+
+
+def test_schema_rejects_a_run_without_metrics(benchmark_run):
+    config, _ = benchmark_run
+    broken = json.loads((config.out / "results.json").read_text())
+    del broken["runs"][0]["metrics"]
+    with pytest.raises(jsonschema.ValidationError):
+        validate_results(broken)
+
+
+def test_unknown_method_and_too_few_views_are_clear_errors(tmp_path, synth_scene):
+    with pytest.raises(ValueError, match="unknown methods"):
+        run_benchmark(BenchmarkConfig(methods=("gaussian-magic",), out=tmp_path))
+    with pytest.raises(ValueError, match="train_views must be in"):
+        run_benchmark(BenchmarkConfig(data=synth_scene, train_views=40, methods=("splatfacto",), out=tmp_path))
