@@ -10,36 +10,24 @@ weigh `pseudo_loss_weight` * mask in the RGB loss. They carry the nearest traini
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Literal, Type
+from typing import Dict, Type
 
 import torch
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from torch import Tensor
 
-from difix_ns.fixers.config import FixerConfig
 from difix_ns.metrics import offline_lpips
-from difix_ns.models.fixing import DifixFixingMixin
+from difix_ns.models.fixing import DifixFixingConfig, DifixFixingMixin
 from difix_ns.models.metrics_mixin import OfflineMetricsMixin
 
 __all__ = ["DifixNerfactoModel", "DifixNerfactoModelConfig"]
 
 
 @dataclass
-class DifixNerfactoModelConfig(NerfactoModelConfig):
+class DifixNerfactoModelConfig(NerfactoModelConfig, DifixFixingConfig):
     """Nerfacto's settings, unchanged in name and meaning; difix-specific settings are added here."""
 
     _target: Type = field(default_factory=lambda: DifixNerfactoModel)
-    fixer: FixerConfig = field(default_factory=lambda: FixerConfig(backend="identity"))
-    """Image fixer of the progressive update and of post-processing (built at first use). Default: identity, the
-    best fixer available offline until a trained one is configured (e.g. --pipeline.model.fixer.backend nafnet
-    --pipeline.model.fixer.checkpoint DIR, or difix with nvidia/difix_ref)."""
-    postprocess: bool = True
-    """Difix3D+ post-processing: renders for evaluation, ns-render and the viewer also get `rgb_fixed` (the viewer
-    checkbox switches it live)."""
-    postprocess_reference: Literal["nearest", "none"] = "nearest"
-    """Reference view of post-processing: the nearest training view (by pose distance), or none."""
-    pseudo_loss_weight: float = 0.3
-    """Weight of the loss on pseudo-view rays (the paper's 0.3)."""
 
 
 class DifixNerfactoModel(DifixFixingMixin, OfflineMetricsMixin, NerfactoModel):

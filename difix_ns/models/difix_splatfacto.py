@@ -15,7 +15,7 @@ What it changes in nerfstudio's splatfacto, and why:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Type, Union
+from typing import Dict, List, Type, Union
 
 import torch
 from jaxtyping import Float, UInt8
@@ -29,9 +29,8 @@ from nerfstudio.models.splatfacto import (
 )
 from torch import Tensor
 
-from difix_ns.fixers.config import FixerConfig
 from difix_ns.metrics import offline_lpips
-from difix_ns.models.fixing import DifixFixingMixin
+from difix_ns.models.fixing import DifixFixingConfig, DifixFixingMixin
 from difix_ns.models.metrics_mixin import OfflineMetricsMixin
 from difix_ns.splat.cameras import viewmats_from_camera_to_worlds
 
@@ -39,21 +38,10 @@ __all__ = ["DifixSplatfactoModel", "DifixSplatfactoModelConfig", "gaussians_from
 
 
 @dataclass
-class DifixSplatfactoModelConfig(SplatfactoModelConfig):
+class DifixSplatfactoModelConfig(SplatfactoModelConfig, DifixFixingConfig):
     """Splatfacto's settings, unchanged in name and meaning; difix-specific settings are added here."""
 
     _target: Type = field(default_factory=lambda: DifixSplatfactoModel)
-    fixer: FixerConfig = field(default_factory=lambda: FixerConfig(backend="identity"))
-    """Image fixer of the progressive update and of post-processing (built at first use). Default: identity, the
-    best fixer available offline until a trained one is configured (e.g. --pipeline.model.fixer.backend nafnet
-    --pipeline.model.fixer.checkpoint DIR, or difix with nvidia/difix_ref)."""
-    postprocess: bool = True
-    """Difix3D+ post-processing: renders for evaluation, ns-render and the viewer also get `rgb_fixed` (the viewer
-    checkbox switches it live)."""
-    postprocess_reference: Literal["nearest", "none"] = "nearest"
-    """Reference view of post-processing: the nearest training view (by pose distance), or none."""
-    pseudo_loss_weight: float = 0.3
-    """Weight of the loss on pseudo views (the paper's 0.3)."""
 
 
 def gaussians_from_points(

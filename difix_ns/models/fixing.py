@@ -19,7 +19,8 @@ import contextlib
 import sys
 import threading
 import time
-from typing import Dict, Iterator, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, Literal, Optional, Tuple
 
 import torch
 from jaxtyping import Float
@@ -27,9 +28,10 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerDropdown, ViewerNumber
 from torch import Tensor
 
+from difix_ns.fixers.config import FixerConfig
 from difix_ns.progressive.references import TrainingViews
 
-__all__ = ["DifixFixingMixin", "REFERENCE_MODES"]
+__all__ = ["DifixFixingConfig", "DifixFixingMixin", "REFERENCE_MODES"]
 
 REFERENCE_MODES = ("nearest", "none")
 """Reference views given to the fixer in post-processing: the nearest training view, or none."""
@@ -55,6 +57,23 @@ def _released(lock: Optional[threading.Lock]) -> Iterator[None]:
         yield
     finally:
         lock.acquire()
+
+
+@dataclass
+class DifixFixingConfig:
+    """Model settings of the Difix3D(+) additions, shared by difix-splatfacto and difix-nerfacto."""
+
+    fixer: FixerConfig = field(default_factory=lambda: FixerConfig(backend="identity"))
+    """Image fixer of the progressive update and of post-processing (built at first use). Default: identity, the
+    best fixer available offline until a trained one is configured (e.g. --pipeline.model.fixer.backend nafnet
+    --pipeline.model.fixer.checkpoint DIR, or difix with nvidia/difix_ref)."""
+    postprocess: bool = True
+    """Difix3D+ post-processing: renders for evaluation, ns-render and the viewer also get `rgb_fixed` (the viewer
+    checkbox switches it live)."""
+    postprocess_reference: Literal["nearest", "none"] = "nearest"
+    """Reference view of post-processing: the nearest training view (by pose distance), or none."""
+    pseudo_loss_weight: float = 0.3
+    """Weight of the loss on pseudo views (pseudo rays in nerfacto), the paper's 0.3."""
 
 
 class DifixFixingMixin:
