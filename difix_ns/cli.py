@@ -9,9 +9,11 @@ from __future__ import annotations
 import tyro
 
 from difix_ns.benchmark.command import BenchmarkConfig
+from difix_ns.data.curate import CurateConfig
 from difix_ns.data.synth import SynthConfig
 from difix_ns.demo import DemoConfig
 from difix_ns.fixers.fix_command import FixCommandConfig
+from difix_ns.training.train_fixer import TrainFixerConfig
 
 
 def _subcommands() -> dict:
@@ -21,6 +23,8 @@ def _subcommands() -> dict:
         "demo": DemoConfig(),
         "fix": FixCommandConfig(),
         "benchmark": BenchmarkConfig(),
+        "curate": CurateConfig(),
+        "train-fixer": TrainFixerConfig(),
     }
 
 

@@ -1,0 +1,675 @@
+"""`difix-ns curate`: (degraded, clean, reference) training triplets for a fixer, made from any nerfstudio dataset.
+
+Only the dataset's *training* views are ever read (`train_filenames` of transforms.json, or nerfstudio's default
+90/10 split when the file has no explicit split): evaluation images never reach a fixer's training data. Each
+strategy is a list of *units*; a unit writes a derived dataset (symlinks to the training images it uses, a
+transforms.json whose `test_filenames` are the views to render), trains it through nerfstudio's own training code
+(`ns-train <method>` with its fixer stages off, in this process or as a subprocess), renders the target views with `difix_ns.evaluation.evaluate_views`
+and stores one triplet per target view and checkpoint:
+
+- `leave-out` (sparse reconstruction): the training views are split into `num_folds` interleaved folds; each fold
+  is left out of training and rendered (degraded = render, clean = the real photo).
+- `underfit`: one model on all training views; the training views rendered from checkpoints at
+  `underfit_fractions` of the iteration budget (25-75 % by default).
+- `cross-reference`: with camera groups (the frame key `group_key`), each group is left out and rendered, the
+  other groups are the references.
+- `compression` (splat methods): one model on all training views; degraded = render of the scene pruned to the
+  `compression_keep` most opaque Gaussians with every parameter quantized to `compression_bits` bits, clean = the
+  render of the full scene (not the photo), at the training poses.
+
+The reference of a triplet is the real photo of the nearest training view of that unit's model (translation +
+rotation angle, `difix_ns.data.synth.pose_distance`), never the target itself.
+
+Output folder: `manifest.jsonl` (one JSON object per triplet: paths relative to the folder, `pose_distance`,
+`strategy`, `source_scene`, ...), `pairs/<unit>/step-N/*_{degraded,clean,reference}.png`, `units/<unit>/pairs.jsonl`
+(written last: a unit with this file is done and is kept as is on a re-run, so an interrupted run resumes; use a
+new folder after changing options), and
+`report.json` (skipped images, counts, disk use). Missing or unreadable training images are reported and skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shlex
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+def _no_grad(fn):
+    """`torch.no_grad()` as a decorator without importing torch at module import time."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+__all__ = [
+    "CurateConfig",
+    "prune_and_quantize",
+    "CurateResult",
+    "SceneViews",
+    "curate",
+    "read_manifest",
+    "read_training_views",
+    "train_nerfstudio",
+    "write_derived_dataset",
+]
+
+Strategy = Literal["leave-out", "underfit", "cross-reference", "compression"]
+_STRATEGIES = ("leave-out", "underfit", "cross-reference", "compression")
+_TIMESTAMP = "curate"
+
+
+@dataclass(frozen=True)
+class CurateConfig:
+    """Make (degraded, clean, reference) fixer-training triplets from a nerfstudio dataset's training views."""
+
+    data: Path = Path("data/synth")
+    """Nerfstudio dataset folder (with transforms.json). Only its training views are read."""
+    out: Path = Path("outputs/pairs")
+    """Output folder; an existing one is resumed (finished units are kept)."""
+    strategies: Tuple[Strategy, ...] = ("leave-out", "underfit")
+    """Strategies to run: leave-out (sparse reconstruction), underfit, cross-reference (needs camera groups)."""
+    method: str = "difix-splatfacto"
+    """Registered ns-train method used to reconstruct (without any fixer stage)."""
+    iterations: int = 300
+    """Training iterations of every reconstruction."""
+    num_folds: int = 4
+    """leave-out: number of interleaved folds of training views, each left out once (2 or more)."""
+    underfit_fractions: Tuple[float, ...] = (0.25, 0.5, 0.75)
+    """underfit: render the checkpoints nearest to these fractions of the iteration budget."""
+    compression_keep: float = 0.3
+    """compression: fraction of Gaussians kept (the most opaque ones)."""
+    compression_bits: int = 6
+    """compression: bits per parameter value (uniform quantization per channel)."""
+    group_key: str = "camera_group"
+    """cross-reference: frame key in transforms.json that names a frame's camera group."""
+    ns_train_args: str = ""
+    """Extra ns-train options for every reconstruction, one string: --ns-train-args="--pipeline.model.sh-degree 1"."""
+    seed: int = 0
+    """Seed of the reconstructions (nerfstudio's --machine.seed)."""
+    keep_runs: bool = False
+    """Keep the reconstructions (checkpoints) and derived datasets after their pairs are written."""
+    max_disk_mb: float = 4096.0
+    """Stop starting new units once the output folder exceeds this size (MB); the run can be resumed later."""
+    runner: Literal["inprocess", "subprocess"] = "inprocess"
+    """Run each reconstruction in this process (faster start) or as an `ns-train` subprocess."""
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad option."""
+        if not (Path(self.data) / "transforms.json").is_file():
+            raise ValueError(f"data={str(self.data)!r} has no transforms.json (not a nerfstudio dataset)")
+        if not self.strategies:
+            raise ValueError("strategies is empty; choose from " + ", ".join(_STRATEGIES))
+        for s in self.strategies:
+            if s not in _STRATEGIES:
+                raise ValueError(f"unknown strategy {s!r}; choose from {', '.join(_STRATEGIES)}")
+        if self.iterations < 2:
+            raise ValueError(f"iterations must be >= 2, got {self.iterations}")
+        if self.num_folds < 2:
+            raise ValueError(f"num_folds must be >= 2, got {self.num_folds}")
+        bad = [f for f in self.underfit_fractions if not 0.0 < f <= 1.0]
+        if bad or not self.underfit_fractions:
+            raise ValueError(f"underfit_fractions must be non-empty values in (0, 1], got {self.underfit_fractions}")
+        if not 0.0 < self.compression_keep <= 1.0:
+            raise ValueError(f"compression_keep must be in (0, 1], got {self.compression_keep}")
+        if not 1 <= self.compression_bits <= 16:
+            raise ValueError(f"compression_bits must be in 1..16, got {self.compression_bits}")
+        if self.max_disk_mb <= 0:
+            raise ValueError(f"max_disk_mb must be > 0, got {self.max_disk_mb}")
+
+    def main(self) -> None:
+        """Run the curation and print a summary."""
+        from rich.console import Console
+
+        console = Console()
+        try:
+            result = curate(self)
+        except ValueError as err:
+            console.print(f"[bold red]difix-ns curate: {err}")
+            raise SystemExit(2) from err
+        console.print(f"[bold green]{result.num_pairs} triplets[/] in [cyan]{result.manifest}")
+
+
+@dataclass
+class SceneViews:
+    """The training views of a dataset, as transforms.json names them."""
+
+    root: Path
+    """Dataset folder."""
+    meta: dict
+    """transforms.json without its frames and split lists."""
+    frames: Dict[str, dict]
+    """file_path -> frame (every frame of the training split, usable or not)."""
+    usable: List[str]
+    """Training file_paths whose image exists and decodes, in transforms.json order."""
+    skipped: Dict[str, str]
+    """Training file_path -> why it was skipped ("missing", "unreadable (...)")."""
+
+
+@dataclass
+class CurateResult:
+    """What `curate` produced."""
+
+    manifest: Path
+    """manifest.jsonl with every triplet made so far."""
+    num_pairs: int
+    """Number of triplets in the manifest."""
+    units_run: List[str]
+    """Units computed in this call."""
+    units_resumed: List[str]
+    """Units found finished and kept."""
+    skipped_images: Dict[str, str]
+    """Training images reported and skipped."""
+    disk_mb: float
+    """Size of the output folder at the end."""
+    stopped_for_disk: bool = False
+    """True if units were left undone because the folder exceeded max_disk_mb."""
+
+
+# ------------------------------------------------------------------------------------------------ dataset
+
+
+def _image_problem(path: Path) -> Optional[str]:
+    from PIL import Image
+
+    if not path.is_file():
+        return "missing"
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            image.load()
+    except Exception as err:  # noqa: BLE001 - any decoder failure means "unreadable"
+        return f"unreadable ({type(err).__name__}: {err})"
+    return None
+
+
+def _training_split(meta: dict) -> List[str]:
+    frames = meta["frames"]
+    if "train_filenames" in meta:
+        return [str(name) for name in meta["train_filenames"]]
+    # nerfstudio's default: frames sorted by path, eval_mode "fraction" with train_split_fraction 0.9
+    from nerfstudio.data.utils.dataparsers_utils import get_train_eval_split_fraction
+
+    names = sorted(str(f["file_path"]) for f in frames)
+    i_train, _ = get_train_eval_split_fraction(names, 0.9)
+    return [names[i] for i in i_train]
+
+
+def read_training_views(data: Path) -> SceneViews:
+    """Parse transforms.json and check every *training* image (never an evaluation image)."""
+    data = Path(data)
+    meta = json.loads((data / "transforms.json").read_text())
+    by_path = {str(f["file_path"]): f for f in meta["frames"]}
+    train = _training_split(meta)
+    unknown = [name for name in train if name not in by_path]
+    if unknown:
+        raise ValueError(f"train_filenames lists files without a frame in transforms.json: {unknown[:5]}")
+    skipped: Dict[str, str] = {}
+    for name in train:
+        problem = _image_problem(data / name)
+        if problem is not None:
+            skipped[name] = problem
+    usable = [name for name in train if name not in skipped]
+    rest = {k: v for k, v in meta.items() if k not in ("frames", "train_filenames", "val_filenames", "test_filenames")}
+    return SceneViews(root=data, meta=rest, frames={n: by_path[n] for n in train}, usable=usable, skipped=skipped)
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.exists():
+        dst.unlink()
+    try:
+        dst.symlink_to(src.resolve())
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def write_derived_dataset(scene: SceneViews, folder: Path, train: Sequence[str], test: Sequence[str]) -> Path:
+    """A dataset folder holding only `train` + `test` (training views of `scene`): symlinked images (and their
+    downscaled `images_N` copies), the point cloud, and a transforms.json with an explicit split."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(dict.fromkeys([*train, *test]))
+    for name in names:
+        _link(scene.root / name, folder / name)
+        rel = Path(name)
+        for factor in (2, 4, 8):
+            scaled = scene.root / f"{rel.parts[0]}_{factor}" / Path(*rel.parts[1:]) if len(rel.parts) > 1 else None
+            if scaled is not None and scaled.is_file():
+                _link(scaled, folder / f"{rel.parts[0]}_{factor}" / Path(*rel.parts[1:]))
+        for key in ("mask_path", "depth_file_path"):  # per-frame side files travel with their image
+            side = scene.frames[name].get(key)
+            if side is not None and (scene.root / side).is_file():
+                _link(scene.root / side, folder / side)
+    meta = dict(scene.meta)
+    ply = meta.get("ply_file_path")
+    if ply is not None:
+        if (scene.root / ply).is_file():
+            _link(scene.root / ply, folder / ply)
+        else:
+            meta.pop("ply_file_path")
+    meta["frames"] = [scene.frames[n] for n in names]
+    meta["train_filenames"] = list(train)
+    meta["val_filenames"] = list(test)
+    meta["test_filenames"] = list(test)
+    (folder / "transforms.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def _no_fixer_args(config: object) -> List[str]:
+    """Reconstructions for curation are plain: no progressive pseudo views, no post-processing, identity fixer
+    (only options the method has; a fixer-trained-on-itself recursion is impossible)."""
+    args = []
+    if hasattr(getattr(config.pipeline, "progressive", None), "enabled"):
+        args += ["--pipeline.progressive.enabled", "False"]
+    model = config.pipeline.model
+    if hasattr(model, "postprocess"):
+        args += ["--pipeline.model.postprocess", "False"]
+    if hasattr(getattr(model, "fixer", None), "backend"):
+        args += ["--pipeline.model.fixer.backend", "identity"]
+    return args
+
+
+def _schedule_args(model_config: object, iterations: int) -> List[str]:
+    """Fit splatfacto's 30k-step schedule to a short budget (same choice as `difix-ns demo`)."""
+    if not hasattr(model_config, "warmup_length"):
+        return []
+    n = iterations
+    return [
+        "--pipeline.model.num-downscales=0",
+        f"--pipeline.model.warmup-length={max(n // 4, 1)}",
+        f"--pipeline.model.refine-every={max(n // 10, 10)}",
+        f"--pipeline.model.stop-split-at={int(n * 0.75)}",
+    ]
+
+
+def train_nerfstudio(
+    dataset: Path,
+    run_dir: Path,
+    method: str,
+    iterations: int,
+    steps_per_save: int,
+    extra_args: Sequence[str] = (),
+    seed: int = 0,
+    runner: str = "inprocess",
+) -> Path:
+    """Train `method` on `dataset` with nerfstudio's own `ns-train` code; returns the run's config.yml.
+
+    Options are parsed exactly like ns-train's command line (`extra_args` uses the same flags). Every
+    `steps_per_save` steps a checkpoint is kept. `runner`: "inprocess" (nerfstudio's `scripts.train.main` here,
+    its global logging state saved and restored around the run) or "subprocess" (the `ns-train` command).
+    """
+    import tyro
+    from nerfstudio.plugins.registry import discover_methods
+
+    methods, _ = discover_methods()
+    if method not in methods:
+        raise ValueError(f"unknown ns-train method {method!r}; registered plugin methods: {sorted(methods)}")
+    base = copy.deepcopy(methods[method])
+    never = iterations + 1
+    args = [
+        f"--data={Path(dataset).resolve()}",
+        f"--output-dir={Path(run_dir).resolve()}",
+        "--experiment-name=run",
+        f"--timestamp={_TIMESTAMP}",
+        f"--max-num-iterations={iterations}",
+        f"--steps-per-save={steps_per_save}",
+        "--save-only-latest-checkpoint",
+        "False",
+        f"--steps-per-eval-image={never}",
+        f"--steps-per-eval-batch={never}",
+        f"--steps-per-eval-all-images={never}",
+        "--vis=tensorboard",
+        f"--machine.seed={seed}",
+        *_schedule_args(base.pipeline.model, iterations),
+        *_no_fixer_args(base),
+        *extra_args,
+    ]
+    if runner == "subprocess":
+        import subprocess
+        import sys
+
+        subprocess.run([str(Path(sys.executable).with_name("ns-train")), method, *args], check=True)
+    elif runner == "inprocess":
+        # ns-train parses with FlagConversionOff (booleans take True/False); do the same so the flags match.
+        _train_in_process(tyro.cli(tyro.conf.FlagConversionOff[type(base)], default=base, args=args))
+    else:
+        raise ValueError(f"runner must be 'inprocess' or 'subprocess', got {runner!r}")
+    return Path(run_dir).resolve() / "run" / method / _TIMESTAMP / "config.yml"
+
+
+def _train_in_process(config: object) -> None:
+    """nerfstudio's `ns-train` main in this process, leaving its module-level writer/profiler state as found
+    (so a reconstruction can run from inside another training, e.g. the self-trained fixer)."""
+    from nerfstudio.scripts import train as ns_train
+    from nerfstudio.utils import profiler, writer
+
+    saved = (list(writer.EVENT_WRITERS), dict(writer.GLOBAL_BUFFER), list(profiler.PROFILER))
+    writer.EVENT_WRITERS.clear()
+    try:
+        ns_train.main(config)
+    finally:
+        for w in writer.EVENT_WRITERS:
+            tb = getattr(w, "tb_writer", None)
+            if tb is not None:
+                tb.close()
+        writer.EVENT_WRITERS[:] = saved[0]
+        writer.GLOBAL_BUFFER.clear()
+        writer.GLOBAL_BUFFER.update(saved[1])
+        profiler.PROFILER[:] = saved[2]
+
+
+def _checkpoint_steps(config_path: Path) -> List[int]:
+    folder = config_path.parent / "nerfstudio_models"
+    return sorted(int(p.stem.split("-")[1]) for p in folder.glob("step-*.ckpt"))
+
+
+def _config_at_step(config_path: Path, step: int) -> Path:
+    import yaml
+
+    config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
+    config.load_step = step
+    path = config_path.with_name(f"config_step{step}.yml")
+    path.write_text(yaml.dump(config), "utf8")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ units
+
+
+@dataclass(frozen=True)
+class _Unit:
+    name: str
+    strategy: str
+    train: Tuple[str, ...]
+    targets: Tuple[str, ...]
+    fractions: Tuple[float, ...]
+
+
+def _leave_out_units(names: List[str], num_folds: int) -> List[_Unit]:
+    if len(names) < 3:
+        raise ValueError(f"leave-out needs at least 3 usable training views, got {len(names)}")
+    folds = min(num_folds, len(names) - 1)
+    units = []
+    for k in range(folds):
+        targets = tuple(names[k::folds])
+        train = tuple(n for n in names if n not in targets)
+        units.append(_Unit(f"leave-out-{k}of{folds}", "leave-out", train, targets, (1.0,)))
+    return units
+
+
+def _cross_reference_units(scene: SceneViews, key: str) -> List[_Unit]:
+    groups: Dict[str, List[str]] = {}
+    for name in scene.usable:
+        if key in scene.frames[name]:
+            groups.setdefault(str(scene.frames[name][key]), []).append(name)
+    if len(groups) < 2:
+        return []
+    units = []
+    for g, members in sorted(groups.items()):
+        train = tuple(n for n in scene.usable if n not in members)
+        units.append(_Unit(f"cross-reference-{g}", "cross-reference", train, tuple(members), (1.0,)))
+    return units
+
+
+def _plan(config: CurateConfig, scene: SceneViews, console) -> List[_Unit]:
+    units: List[_Unit] = []
+    for strategy in config.strategies:
+        if strategy == "leave-out":
+            units += _leave_out_units(scene.usable, config.num_folds)
+        elif strategy == "underfit":
+            fr = tuple(sorted(set(config.underfit_fractions)))
+            units.append(_Unit("underfit", "underfit", tuple(scene.usable), tuple(scene.usable), fr))
+        elif strategy == "compression":
+            units.append(_Unit("compression", "compression", tuple(scene.usable), tuple(scene.usable), (1.0,)))
+        elif strategy == "cross-reference":
+            found = _cross_reference_units(scene, config.group_key)
+            if not found:
+                console.print(
+                    f"[yellow]cross-reference skipped: the training frames carry fewer than 2 camera groups "
+                    f"(frame key {config.group_key!r})"
+                )
+            units += found
+    return units
+
+
+def _nearest(target: str, candidates: Sequence[str], frames: Dict[str, dict]) -> Tuple[str, float, float]:
+    from difix_ns.data.synth import pose_distance
+
+    pose = np.asarray(frames[target]["transform_matrix"], dtype=np.float64)
+    best = ("", math.inf, math.inf)
+    for name in candidates:
+        if name == target:
+            continue
+        t, r = pose_distance(pose, np.asarray(frames[name]["transform_matrix"], dtype=np.float64))
+        if t + r < best[1] + best[2]:
+            best = (name, t, r)
+    if not best[0]:
+        raise ValueError(f"no reference view for {target}: the unit has no other training view")
+    return best
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)).save(path)
+
+
+def _load_reference(path: Path, size: Tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if image.size != (size[1], size[0]):
+            image = image.resize((size[1], size[0]), Image.BICUBIC)
+        return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def _run_unit(unit: _Unit, config: CurateConfig, scene: SceneViews, out: Path) -> List[dict]:
+    from difix_ns.evaluation import evaluate_views
+
+    unit_dir = out / "units" / unit.name
+    dataset = write_derived_dataset(scene, unit_dir / "dataset", unit.train, unit.targets)
+    wanted = sorted({max(1, int(round(f * config.iterations))) for f in unit.fractions if f < 1.0})
+    every = math.gcd(*wanted) if wanted else config.iterations
+    config_path = unit_dir / "run" / "run" / config.method / _TIMESTAMP / "config.yml"
+    final_step = config.iterations - 1
+    if not (config_path.is_file() and final_step in _checkpoint_steps(config_path)):
+        config_path = train_nerfstudio(
+            dataset, unit_dir / "run", config.method, config.iterations, every, shlex.split(config.ns_train_args), config.seed,
+            config.runner,
+        )
+    available = _checkpoint_steps(config_path)
+    steps = sorted({min(available, key=lambda s: abs(s - f * config.iterations)) for f in unit.fractions})
+    by_basename = {Path(n).name: n for n in unit.targets}
+    if len(by_basename) != len(unit.targets):
+        raise ValueError(f"unit {unit.name}: target image names are not unique by file name")
+    records = []
+    source = str(Path(config.data).resolve())
+    for step in steps:
+        step_config = _config_at_step(config_path, step)
+        if unit.strategy == "compression":
+            views = _render_compressed(step_config, config.compression_keep, config.compression_bits)
+        else:
+            views = evaluate_views(step_config, description=f"Rendering {unit.name} @ {step}")
+        for view in views:
+            target = by_basename[view.filename]
+            ref_name, t, r = _nearest(target, unit.train, scene.frames)
+            stem = Path(view.filename).stem
+            folder = out / "pairs" / unit.name / f"step-{step:06d}"
+            paths = {k: folder / f"{stem}_{k}.png" for k in ("degraded", "clean", "reference")}
+            height, width = view.rendered.shape[:2]
+            _save_png(view.rendered, paths["degraded"])
+            _save_png(view.ground_truth, paths["clean"])
+            _save_png(_load_reference(scene.root / ref_name, (height, width)), paths["reference"])
+            records.append(
+                {
+                    "id": f"{unit.name}/{stem}@{step}",
+                    **{k: str(p.relative_to(out)) for k, p in paths.items()},
+                    "view": target,
+                    "reference_view": ref_name,
+                    "pose_distance": {"translation": t, "rotation_deg": math.degrees(r), "distance": t + r},
+                    "strategy": unit.strategy,
+                    "source_scene": source,
+                    "unit": unit.name,
+                    "step": step,
+                    "iterations": config.iterations,
+                    "height": height,
+                    "width": width,
+                    "psnr_degraded": _psnr(view.rendered, view.ground_truth),
+                }
+            )
+    tmp = unit_dir / "pairs.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(unit_dir / "pairs.jsonl")  # written last: marks the unit as done
+    if not config.keep_runs:
+        shutil.rmtree(unit_dir / "run", ignore_errors=True)
+        shutil.rmtree(unit_dir / "dataset", ignore_errors=True)
+    return records
+
+
+@_no_grad
+def prune_and_quantize(params: Dict[str, "torch.Tensor"], keep: float, bits: int) -> Dict[str, "torch.Tensor"]:
+    """A crude compressed copy of splat parameters: the `keep` fraction of Gaussians with the highest opacity,
+    every value uniformly quantized to `bits` bits per channel (min-max). Keys as splatfacto's `gauss_params`."""
+    import torch
+
+    n = params["opacities"].shape[0]
+    order = torch.argsort(params["opacities"].reshape(n), descending=True)[: max(1, int(round(keep * n)))]
+    levels = 2**bits - 1
+    out = {}
+    for key, value in params.items():
+        kept = value[order]
+        flat = kept.reshape(kept.shape[0], -1)
+        lo, hi = flat.min(0, keepdim=True).values, flat.max(0, keepdim=True).values
+        scale = (hi - lo).clamp_min(1e-12) / levels
+        out[key] = (torch.round((flat - lo) / scale) * scale + lo).reshape(kept.shape)
+    return out
+
+
+def _render_compressed(config_path: Path, keep: float, bits: int) -> List[object]:
+    """Views whose `rendered` is the compressed scene's render and `ground_truth` the full scene's render."""
+    import torch
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from difix_ns.evaluation import ViewResult
+
+    _, pipeline, _, _ = eval_setup(Path(config_path), test_mode="test")
+    pipeline.eval()
+    model = pipeline.model
+    if not hasattr(model, "gauss_params"):
+        raise ValueError(f"the compression strategy needs a splat method, got {type(model).__name__}")
+    loader = pipeline.datamanager.fixed_indices_eval_dataloader
+    names = pipeline.datamanager.eval_dataset.image_filenames
+    cameras = [(camera, Path(names[int(batch["image_idx"])]).name) for camera, batch in loader]
+    with torch.no_grad():
+        full = [model.get_outputs_for_camera(camera=c)["rgb"].clamp(0, 1).cpu().numpy() for c, _ in cameras]
+        compressed = prune_and_quantize({k: v.detach() for k, v in model.gauss_params.items()}, keep, bits)
+        for key, value in compressed.items():
+            model.gauss_params[key] = torch.nn.Parameter(value)
+        small = [model.get_outputs_for_camera(camera=c)["rgb"].clamp(0, 1).cpu().numpy() for c, _ in cameras]
+    return [ViewResult(name, {}, s, f) for (_, name), s, f in zip(cameras, small, full)]
+
+
+def _folder_mb(folder: Path) -> float:
+    total = 0
+    for p in folder.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            total += p.stat().st_size
+    return total / 2**20
+
+
+def read_manifest(path: Path) -> List[dict]:
+    """The triplets of a manifest.jsonl, with `degraded`/`clean`/`reference` made absolute."""
+    path = Path(path)
+    records = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            for key in ("degraded", "clean", "reference"):
+                record[key] = str((path.parent / record[key]).resolve())
+            records.append(record)
+    return records
+
+
+def curate(config: CurateConfig) -> CurateResult:
+    """Run every selected strategy (resuming finished units) and write manifest.jsonl and report.json."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console()
+    config.validate()
+    out = Path(config.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    scene = read_training_views(Path(config.data))
+    for name, why in scene.skipped.items():
+        console.print(f"[yellow]curate: skipping training image {name}: {why}")
+    units = _plan(config, scene, console)
+    ran, resumed, stopped = [], [], False
+    all_records: List[dict] = []
+    start = time.perf_counter()
+    with Progress(console=console, transient=False) as progress:
+        task = progress.add_task("Curating pairs", total=len(units))
+        for unit in units:
+            done = out / "units" / unit.name / "pairs.jsonl"
+            if done.is_file():
+                all_records += [json.loads(x) for x in done.read_text().splitlines() if x.strip()]
+                resumed.append(unit.name)
+            elif _folder_mb(out) > config.max_disk_mb:
+                stopped = True
+                console.print(
+                    f"[yellow]curate: {out} exceeds max_disk_mb={config.max_disk_mb:g}; {unit.name} and later "
+                    "units left undone (raise the limit and re-run to resume)"
+                )
+                break
+            else:
+                all_records += _run_unit(unit, config, scene, out)
+                ran.append(unit.name)
+            progress.advance(task)
+    manifest = out / "manifest.jsonl"
+    tmp = out / "manifest.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in all_records))
+    tmp.replace(manifest)
+    disk = _folder_mb(out)
+    report = {
+        "source_scene": str(Path(config.data).resolve()),
+        "strategies": list(config.strategies),
+        "num_pairs": len(all_records),
+        "pairs_per_strategy": {s: sum(r["strategy"] == s for r in all_records) for s in config.strategies},
+        "training_views_used": scene.usable,
+        "skipped_images": scene.skipped,
+        "units_run": ran,
+        "units_resumed": resumed,
+        "stopped_for_disk": stopped,
+        "disk_mb": round(disk, 3),
+        "max_disk_mb": config.max_disk_mb,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    console.print(
+        f"curate: {len(all_records)} triplets ({len(ran)} units run, {len(resumed)} resumed, "
+        f"{len(scene.skipped)} images skipped), {disk:.1f} MB on disk (limit {config.max_disk_mb:g} MB)"
+    )
+    return CurateResult(manifest, len(all_records), ran, resumed, dict(scene.skipped), disk, stopped)

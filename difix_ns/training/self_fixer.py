@@ -1,0 +1,97 @@
+"""The per-scene self-trained fixer: a small NAFNet trained on leave-out pairs made from the scene's own training
+views, for machines without pretrained diffusion weights (`fixer: self` in difix-splatfacto / difix-nerfacto).
+
+Only training views are used (`difix_ns.data.curate` reads `train_filenames` and nothing else), so evaluation
+images never reach the fixer's training data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Tuple
+
+__all__ = ["SelfFixerConfig", "train_self_fixer"]
+
+
+@dataclass(frozen=True)
+class SelfFixerConfig:
+    """How the self-trained fixer is made: leave-out curation on the training views, then a short NAFNet run."""
+
+    strategies: Tuple[Literal["leave-out", "underfit", "cross-reference"], ...] = ("leave-out",)
+    """Curation strategies (only training views are ever read)."""
+    method: str = "difix-splatfacto"
+    """ns-train method for the leave-out reconstructions (no fixer stage)."""
+    iterations: int = 300
+    """Iterations of each leave-out reconstruction."""
+    num_folds: int = 4
+    """Number of leave-out folds (each left out once)."""
+    ns_train_args: str = ""
+    """Extra ns-train options for the reconstructions, one string (e.g. "--pipeline.model.sh-degree 1")."""
+    runner: Literal["inprocess", "subprocess"] = "inprocess"
+    """Reconstructions in this process or as ns-train subprocesses."""
+    steps: int = 1500
+    """NAFNet optimizer steps (upper bound; `max_seconds` may stop earlier)."""
+    max_seconds: Optional[float] = 300.0
+    """Time budget of the NAFNet training in seconds (None = no limit)."""
+    nafnet_width: int = 16
+    """NAFNet channels at full resolution."""
+    batch_size: int = 4
+    """Triplets per step."""
+    crop_size: int = 64
+    """Random crop size."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    val_fraction: float = 0.1
+    """Triplets held out for validation."""
+    perceptual: Literal["auto", "off"] = "auto"
+    """LPIPS + Gram when VGG16 weights exist, else L2 + SSIM."""
+    seed: int = 0
+    """Seed of reconstructions and training."""
+    cpu: bool = False
+    """Train the fixer on the CPU even with a GPU."""
+    extra: dict = field(default_factory=dict)
+    """Further `TrainFixerConfig` fields (name -> value) for the NAFNet training."""
+
+
+def train_self_fixer(data: Path, out: Path, config: SelfFixerConfig = SelfFixerConfig()) -> Path:
+    """Curate pairs from the training views of the dataset `data` into `out/pairs` and train a NAFNet into
+    `out/train`; returns the fixer folder (`FixerConfig(backend="nafnet", checkpoint=...)` loads it).
+
+    Resumable: finished curation units and training checkpoints under `out` are reused."""
+    from difix_ns.data.curate import CurateConfig, curate
+    from difix_ns.training.train_fixer import TrainFixerConfig, train_fixer
+
+    out = Path(out)
+    curated = curate(
+        CurateConfig(
+            data=Path(data),
+            out=out / "pairs",
+            strategies=tuple(config.strategies),
+            method=config.method,
+            iterations=config.iterations,
+            num_folds=config.num_folds,
+            ns_train_args=config.ns_train_args,
+            seed=config.seed,
+            runner=config.runner,
+        )
+    )
+    train = TrainFixerConfig(
+        manifests=(curated.manifest,),
+        out=out / "train",
+        backend="nafnet",
+        nafnet_width=config.nafnet_width,
+        steps=config.steps,
+        max_seconds=config.max_seconds,
+        batch_size=config.batch_size,
+        crop_size=config.crop_size,
+        lr=config.lr,
+        val_fraction=config.val_fraction,
+        val_every=max(config.steps // 5, 1),
+        save_every=config.steps,
+        perceptual=config.perceptual,
+        seed=config.seed,
+        cpu=config.cpu,
+        **config.extra,
+    )
+    return train_fixer(train)

@@ -1,0 +1,394 @@
+"""`difix-ns train-fixer`: train the NAFNet fixer from scratch or fine-tune Difix on curated triplets.
+
+Data-parallel through Hugging Face Accelerate: one process runs as is; several processes (GPUs or machines) start
+with `accelerate launch` or `torchrun`, e.g.
+
+    torchrun --nproc_per_node 8 -m difix_ns.training.train_fixer --manifests pairs/manifest.jsonl --out fixer/
+
+and every rank ends with identical weights (DDP all-reduces the gradients; gloo on CPU, NCCL on GPUs).
+
+Loss: L2 + LPIPS + 0.5 x Gram(VGG16) after a warm-up, or L2 + SSIM where the VGG16 weights are absent (said once;
+see `losses.FixerLoss`). AdamW, random crops, tensorboard logs (`out/logs`), validation PSNR/SSIM every
+`val_every` steps, checkpoints (`out/checkpoints/step-N`, Accelerate state: model, optimizer, RNG) and resume
+from the newest one. The trained fixer is written to `out/fixer/`, loadable with
+`FixerConfig(backend=..., checkpoint="out/fixer")`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Tuple
+
+__all__ = ["TrainFixerConfig", "train_fixer", "validate_fixer", "weights_digest"]
+
+
+@dataclass(frozen=True)
+class TrainFixerConfig:
+    """Train a fixer (NAFNet from scratch, or Difix fine-tuning) on triplets from `difix-ns curate`."""
+
+    manifests: Tuple[Path, ...] = (Path("outputs/pairs/manifest.jsonl"),)
+    """manifest.jsonl files of `difix-ns curate` (several scenes: list several)."""
+    out: Path = Path("outputs/fixer")
+    """Output folder: fixer/ (the trained fixer), checkpoints/, logs/ (tensorboard), summary.json."""
+    backend: Literal["nafnet", "difix"] = "nafnet"
+    """nafnet: train the small CNN restorer from scratch; difix: fine-tune a Difix checkpoint (`init_checkpoint`)."""
+    init_checkpoint: Optional[str] = None
+    """Start from this fixer folder (required for difix: a local folder or hub id; optional for nafnet)."""
+    nafnet_width: int = 16
+    """NAFNet: channels at full resolution."""
+    nafnet_enc_blocks: Tuple[int, ...] = (1, 1, 1)
+    """NAFNet: blocks per encoder level (its length = number of downsamplings)."""
+    nafnet_middle_blocks: int = 1
+    """NAFNet: blocks at the lowest resolution."""
+    nafnet_dec_blocks: Tuple[int, ...] = (1, 1, 1)
+    """NAFNet: blocks per decoder level."""
+    use_reference: bool = False
+    """Feed the reference view to the fixer (NAFNet reference input; Difix only if the checkpoint is difix_ref)."""
+    zero_init_residual: bool = True
+    """NAFNet from scratch: zero-initialise the last conv so the untrained fixer is the identity."""
+    unet: Literal["full", "lora", "frozen"] = "full"
+    """difix: train the whole UNet (paper), a LoRA on its attention projections (cheaper), or keep it frozen."""
+    unet_lora_rank: int = 8
+    """difix with unet=lora: LoRA rank."""
+    steps: int = 2000
+    """Optimizer steps (total, counting resumed ones)."""
+    max_seconds: Optional[float] = None
+    """Stop early after this many seconds of training in this call (time budget); None = no limit."""
+    batch_size: int = 4
+    """Triplets per step and process."""
+    crop_size: int = 64
+    """Random square crops of this size (padded where an image is smaller)."""
+    lr: Optional[float] = None
+    """AdamW learning rate (None: 1e-3 for nafnet, 2e-5 for difix as in the paper)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Clip the gradient norm to this value (0 = off)."""
+    perceptual: Literal["auto", "off"] = "auto"
+    """auto: L2 + LPIPS + Gram when the VGG16 weights are present, else L2 + SSIM (said once); off: L2 + SSIM."""
+    lpips_weight: float = 1.0
+    """Weight of LPIPS."""
+    gram_weight: float = 0.5
+    """Weight of the VGG16 Gram loss (paper: 0.5)."""
+    gram_warmup_steps: int = 1000
+    """Steps before the Gram loss is switched on."""
+    ssim_weight: float = 0.5
+    """Weight of (1 - SSIM) in the fallback loss."""
+    val_fraction: float = 0.1
+    """Fraction of triplets held out for validation (by a hash of their id)."""
+    val_every: int = 200
+    """Validation PSNR/SSIM every this many steps (and at the end)."""
+    save_every: int = 500
+    """Checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = 2
+    """Number of newest checkpoints kept."""
+    log_every: int = 10
+    """Log losses to tensorboard every this many steps."""
+    resume: bool = True
+    """Continue from the newest checkpoint in out/checkpoints if there is one."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    seed: int = 0
+    """Random seed (crops, initialisation)."""
+    cpu: bool = False
+    """Train on the CPU even when a GPU is present."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Accelerate mixed precision (GPU)."""
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad option."""
+        for name in ("steps", "batch_size", "crop_size", "val_every", "save_every", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.backend == "difix" and self.init_checkpoint is None:
+            raise ValueError("backend=difix fine-tunes an existing model: set init_checkpoint (folder or hub id)")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
+
+    def main(self) -> None:
+        """Train and report where the fixer went."""
+        from rich.console import Console
+
+        console = Console()
+        try:
+            folder = train_fixer(self)
+        except ValueError as err:
+            console.print(f"[bold red]difix-ns train-fixer: {err}")
+            raise SystemExit(2) from err
+        console.print(f"[bold green]Trained fixer:[/] [cyan]{folder}")
+
+
+# ------------------------------------------------------------------------------------------------ building
+
+
+def _build_fixer(config: TrainFixerConfig) -> Tuple[Any, List[Any]]:
+    """The fixer in train mode and its trainable parameters."""
+    import torch
+
+    if config.backend == "nafnet":
+        from difix_ns.fixers.nafnet import NAFNet, NAFNetFixer
+
+        if config.init_checkpoint is not None:
+            fixer = NAFNetFixer.from_pretrained(config.init_checkpoint)
+        else:
+            net = NAFNet(
+                width=config.nafnet_width,
+                enc_blk_nums=tuple(config.nafnet_enc_blocks),
+                middle_blk_num=config.nafnet_middle_blocks,
+                dec_blk_nums=tuple(config.nafnet_dec_blocks),
+                use_reference=config.use_reference,
+            )
+            if config.zero_init_residual:
+                # start as the identity (NAFNet adds its output to the input): training can only move away from
+                # "no change" where the loss says so, instead of starting from a random residual
+                torch.nn.init.zeros_(net.ending.weight)
+                torch.nn.init.zeros_(net.ending.bias)
+            fixer = NAFNetFixer(net)
+        fixer.requires_grad_(True)
+        return fixer.train(), list(fixer.parameters())
+    from difix_ns.fixers.difix import DifixFixer
+    from difix_ns.training.difix_finetune import prepare_difix_for_training
+
+    fixer = DifixFixer.from_pretrained(config.init_checkpoint, merge_vae_lora=False)
+    params = prepare_difix_for_training(fixer, config.unet, config.unet_lora_rank)
+    return fixer.train(), params
+
+
+def _default_lr(config: TrainFixerConfig) -> float:
+    if config.lr is not None:
+        return config.lr
+    return 1e-3 if config.backend == "nafnet" else 2e-5
+
+
+def _save_fixer(fixer: Any, folder: Path, backend: str) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    if backend == "nafnet":
+        fixer.save_pretrained(folder)
+    else:
+        import copy
+
+        from difix_ns.training.difix_finetune import export_difix
+
+        export_difix(copy.deepcopy(fixer), folder)
+
+
+def weights_digest(module: Any) -> str:
+    """sha256 of all parameters and buffers (names and bytes): equal digests mean identical weights."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ loop helpers
+
+
+def _latest_checkpoint(folder: Path) -> Optional[Path]:
+    found = [p for p in folder.glob("step-*") if (p / "train_state.json").is_file()]
+    return max(found, key=lambda p: int(p.name.split("-")[1])) if found else None
+
+
+def _batches(loader: Any):
+    epoch = 0
+    while True:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        for batch in loader:
+            yield batch
+        epoch += 1
+
+
+def _fix_args(batch: Dict[str, Any], use_reference: bool) -> Tuple[Any, Any]:
+    return batch["degraded"], batch["reference"] if use_reference else None
+
+
+def _psnr(a: Any, b: Any) -> float:
+    mse = float(((a - b) ** 2).mean())
+    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
+
+
+def validate_fixer(fixer: Any, dataset: Any, use_reference: bool, device: Any) -> Dict[str, float]:
+    """Mean PSNR/SSIM of fixed vs clean, and of degraded vs clean (the baseline), over full validation images."""
+    import torch
+
+    from difix_ns.training.losses import ssim
+
+    sums = {"psnr": 0.0, "ssim": 0.0, "psnr_degraded": 0.0, "ssim_degraded": 0.0}
+    was_training = fixer.training
+    fixer.eval()
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            item = dataset[i]
+            degraded, clean = item["degraded"][None].to(device), item["clean"][None].to(device)
+            refs = item["reference"][None].to(device) if use_reference else None
+            fixed = fixer(degraded, refs).clamp(0, 1)
+            sums["psnr"] += _psnr(fixed, clean)
+            sums["ssim"] += float(ssim(fixed, clean).mean())
+            sums["psnr_degraded"] += _psnr(degraded, clean)
+            sums["ssim_degraded"] += float(ssim(degraded, clean).mean())
+    fixer.train(was_training)
+    return {k: v / max(len(dataset), 1) for k, v in sums.items()}
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def train_fixer(config: TrainFixerConfig) -> Path:
+    """Train as `config` says (resuming when asked); returns the folder of the trained fixer (`out/fixer`)."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from torch.utils.data import DataLoader
+
+    from difix_ns.training.losses import FixerLoss
+    from difix_ns.training.pairs import PairDataset, load_pairs, split_pairs
+
+    config.validate()
+    out = Path(config.out).resolve()
+    records = load_pairs([Path(m) for m in config.manifests])
+    train_records, val_records = split_pairs(records, config.val_fraction)
+    if not train_records:
+        raise ValueError(f"no training triplets left after holding out val_fraction={config.val_fraction}")
+
+    accelerator = Accelerator(
+        cpu=config.cpu,
+        mixed_precision=config.mixed_precision,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+    )
+    set_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts them)
+    fixer, params = _build_fixer(config)
+    use_reference = config.use_reference and bool(getattr(fixer, "supports_refs", False))
+    loss_fn = FixerLoss(
+        config.perceptual, config.lpips_weight, config.gram_weight, config.gram_warmup_steps, config.ssim_weight
+    ).to(accelerator.device)
+    optimizer = torch.optim.AdamW(params, lr=_default_lr(config), weight_decay=config.weight_decay)
+    train_set = PairDataset(train_records, crop_size=config.crop_size, augment=True)
+    val_set = PairDataset(val_records)
+    loader = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=len(train_set) >= config.batch_size * accelerator.num_processes,
+        num_workers=config.num_workers,
+    )
+    model, optimizer, loader = accelerator.prepare(fixer, optimizer, loader)
+
+    checkpoints = out / "checkpoints"
+    step = 0
+    latest = _latest_checkpoint(checkpoints) if config.resume else None
+    if latest is not None:
+        accelerator.load_state(str(latest))
+        step = json.loads((latest / "train_state.json").read_text())["step"]
+        accelerator.print(f"train-fixer: resumed from {latest} (step {step})")
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        hparams = {k: (str(v) if not isinstance(v, (int, float, str, bool)) else v) for k, v in asdict(config).items()}
+        accelerator.init_trackers("train_fixer", config={k: v for k, v in hparams.items() if v is not None})
+    accelerator.print(
+        f"train-fixer: {config.backend}, {len(train_records)} train / {len(val_records)} val triplets, "
+        f"loss {loss_fn.mode}, {accelerator.num_processes} process(es) on {accelerator.device}"
+    )
+
+    def save(at: int) -> None:
+        folder = checkpoints / f"step-{at:07d}"
+        accelerator.save_state(str(folder))
+        if accelerator.is_main_process:
+            (folder / "train_state.json").write_text(json.dumps({"step": at}) + "\n")
+            for old in sorted(checkpoints.glob("step-*"), key=lambda p: p.name)[: -config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+
+    history: List[Dict[str, float]] = []
+    val_metrics: Dict[str, float] = {}
+    batches = _batches(loader)
+    start = time.perf_counter()
+    last_saved = step
+    while step < config.steps:
+        batch = next(batches)
+        degraded, refs = _fix_args(batch, use_reference)
+        with accelerator.autocast():
+            pred = model(degraded, refs)
+            loss, terms = loss_fn(pred, batch["clean"], step)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"train-fixer: non-finite loss at step {step}: { {k: float(v) for k, v in terms.items()} }")
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if config.grad_clip > 0:
+            accelerator.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        step += 1
+        if step % config.log_every == 0 or step == 1:
+            logs = {"train/loss": float(loss.detach()), **{f"train/{k}": float(v.detach()) for k, v in terms.items()}}
+            accelerator.log(logs, step=step)
+            history.append({"step": step, **{k.split("/")[1]: v for k, v in logs.items()}})
+        if val_records and (step % config.val_every == 0):
+            val_metrics = _validate(accelerator, model, val_set, use_reference, step)
+        if step % config.save_every == 0:
+            save(step)
+            last_saved = step
+        over = config.max_seconds is not None and time.perf_counter() - start > config.max_seconds
+        flag = accelerator.reduce(torch.tensor([float(over)], device=accelerator.device), reduction="sum")
+        if float(flag) > 0:
+            accelerator.print(f"train-fixer: time budget of {config.max_seconds:g} s reached at step {step}")
+            break
+    if val_records and step % config.val_every != 0:
+        val_metrics = _validate(accelerator, model, val_set, use_reference, step)
+    if last_saved != step:
+        save(step)
+    unwrapped = accelerator.unwrap_model(model)
+    digest = weights_digest(unwrapped)
+    (out / "ranks").mkdir(parents=True, exist_ok=True)
+    (out / "ranks" / f"rank{accelerator.process_index}.json").write_text(json.dumps({"step": step, "sha256": digest}))
+    fixer_dir = out / "fixer"
+    if accelerator.is_main_process:
+        _save_fixer(unwrapped, fixer_dir, config.backend)
+        summary = {
+            "step": step,
+            "seconds": round(time.perf_counter() - start, 2),
+            "loss": loss_fn.mode,
+            "processes": accelerator.num_processes,
+            "distributed_backend": (
+                torch.distributed.get_backend() if torch.distributed.is_initialized() else None
+            ),
+            "train_pairs": len(train_records),
+            "val_pairs": len(val_records),
+            "validation": val_metrics,
+            "history": history,
+            "fixer": str(fixer_dir),
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return fixer_dir
+
+
+def _validate(accelerator: Any, model: Any, val_set: Any, use_reference: bool, step: int) -> Dict[str, float]:
+    metrics: Dict[str, float] = {}
+    if accelerator.is_main_process:
+        metrics = validate_fixer(accelerator.unwrap_model(model), val_set, use_reference, accelerator.device)
+        accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
+        accelerator.print(
+            f"train-fixer: step {step} validation PSNR {metrics['psnr']:.2f} dB (degraded {metrics['psnr_degraded']:.2f}), "
+            f"SSIM {metrics['ssim']:.4f} (degraded {metrics['ssim_degraded']:.4f})"
+        )
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def _entrypoint() -> None:
+    import tyro
+
+    tyro.cli(TrainFixerConfig).main()
+
+
+if __name__ == "__main__":
+    _entrypoint()

@@ -1,0 +1,172 @@
+"""`difix-ns curate` and the self-trained fixer on a tiny synthetic scene whose evaluation images are corrupted or
+deleted and one of whose training images is corrupted and one missing: triplets of matching sizes, a valid
+manifest, bad training images reported and skipped, evaluation images never opened, resume keeps finished units."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from difix_ns.data.curate import CurateConfig, curate, read_manifest
+from difix_ns.training.self_fixer import SelfFixerConfig, train_self_fixer
+
+ITERATIONS = 4
+
+
+@pytest.fixture(scope="module")
+def damaged_scene(synth_scene, tmp_path_factory) -> Path:
+    scene = tmp_path_factory.mktemp("damaged") / "scene"
+    shutil.copytree(synth_scene, scene)
+    meta = json.loads((scene / "transforms.json").read_text())
+    evals = sorted(set(meta["val_filenames"]) | set(meta["test_filenames"]))
+    for name in evals[1:]:
+        (scene / name).write_bytes(b"not a png: evaluation images must never be read")
+    (scene / evals[0]).unlink()
+    (scene / "images/train_003.png").write_bytes(b"\x89PNG\r\n\x1a\n corrupt")
+    (scene / "images/train_006.png").unlink()
+    return scene
+
+
+@pytest.fixture(scope="module")
+def self_fixer_run(damaged_scene, tmp_path_factory):
+    """train_self_fixer on the damaged scene, recording every file PIL opens."""
+    out = tmp_path_factory.mktemp("self_fixer")
+    opened: list = []
+    original = Image.open
+
+    def recording_open(fp, *args, **kwargs):
+        opened.append(str(fp))
+        return original(fp, *args, **kwargs)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(Image, "open", recording_open)
+    try:
+        config = SelfFixerConfig(
+            strategies=("leave-out", "underfit"), iterations=ITERATIONS, num_folds=2, steps=6, max_seconds=60,
+            nafnet_width=4, batch_size=2, crop_size=32, perceptual="off",
+        )  # fmt: skip
+        fixer_dir = train_self_fixer(damaged_scene, out, config)
+    finally:
+        mp.undo()
+    return out, fixer_dir, opened
+
+
+def test_triplets_have_matching_sizes_and_a_valid_manifest(self_fixer_run, damaged_scene):
+    out, _, _ = self_fixer_run
+    manifest = out / "pairs/manifest.jsonl"
+    records = read_manifest(manifest)
+    usable = [f"images/train_{i:03d}.png" for i in (0, 1, 2, 4, 5, 7)]
+    by_strategy = {s: [r for r in records if r["strategy"] == s] for s in ("leave-out", "underfit")}
+    assert sorted(r["view"] for r in by_strategy["leave-out"]) == usable, "every usable view left out exactly once"
+    assert len(by_strategy["underfit"]) == 3 * len(usable), "3 underfit checkpoints (25/50/75 %) x views"
+    assert len({r["step"] for r in by_strategy["underfit"]}) == 3
+    for r in records:
+        assert r["source_scene"] == str(damaged_scene.resolve())
+        assert r["reference_view"] in usable and r["reference_view"] != r["view"]
+        assert r["pose_distance"]["distance"] > 0
+        sizes = {Image.open(r[k]).size for k in ("degraded", "clean", "reference")}
+        assert sizes == {(r["width"], r["height"])} == {(48, 48)}
+        clean = np.asarray(Image.open(r["clean"]))
+        photo = np.asarray(Image.open(damaged_scene / r["view"]).convert("RGB"))
+        np.testing.assert_array_equal(clean, photo)  # clean = the real photo of the left-out view
+    line = json.loads(manifest.read_text().splitlines()[0])
+    assert not Path(line["degraded"]).is_absolute(), "manifest paths are relative to its folder"
+
+
+def test_corrupt_and_missing_training_images_are_reported_and_skipped(self_fixer_run):
+    out, _, _ = self_fixer_run
+    report = json.loads((out / "pairs/report.json").read_text())
+    assert set(report["skipped_images"]) == {"images/train_003.png", "images/train_006.png"}
+    assert report["skipped_images"]["images/train_006.png"] == "missing"
+    assert report["skipped_images"]["images/train_003.png"].startswith("unreadable")
+    assert report["disk_mb"] > 0
+
+
+def test_evaluation_images_never_reach_the_fixer(self_fixer_run, damaged_scene):
+    out, fixer_dir, opened = self_fixer_run
+    meta = json.loads((damaged_scene / "transforms.json").read_text())
+    eval_names = {Path(n).name for n in meta["val_filenames"] + meta["test_filenames"]}
+    assert opened, "the recording hook saw the images being read"
+    assert not [p for p in opened if Path(p).name in eval_names], "an evaluation image was opened"
+    text = (out / "pairs/manifest.jsonl").read_text()
+    assert not [n for n in eval_names if n in text]
+    assert (fixer_dir / "config.json").is_file()
+    from difix_ns.fixers.config import FixerConfig
+
+    fixer = FixerConfig(backend="nafnet", checkpoint=str(fixer_dir), device="cpu").setup()
+    assert fixer.fix(np_to_tensor(np.zeros((48, 48, 3)))).shape == (1, 3, 48, 48)
+
+
+def np_to_tensor(array):
+    import torch
+
+    return torch.from_numpy(array).float().permute(2, 0, 1)[None]
+
+
+def test_resume_keeps_finished_units_and_disk_bound_stops_new_ones(self_fixer_run, damaged_scene):
+    out, _, _ = self_fixer_run
+    before = (out / "pairs/manifest.jsonl").read_text()
+    again = curate(CurateConfig(data=damaged_scene, out=out / "pairs", strategies=("leave-out", "underfit"),
+                                iterations=ITERATIONS, num_folds=2))  # fmt: skip
+    assert again.units_run == [] and len(again.units_resumed) == 3
+    assert (out / "pairs/manifest.jsonl").read_text() == before
+    bounded = curate(CurateConfig(data=damaged_scene, out=out / "pairs", strategies=("leave-out",), num_folds=3,
+                                  iterations=ITERATIONS, max_disk_mb=1e-6))  # fmt: skip
+    assert bounded.stopped_for_disk and bounded.units_run == []
+
+
+def test_bad_options_are_refused(synth_scene, tmp_path):
+    with pytest.raises(ValueError, match="strategy"):
+        CurateConfig(data=synth_scene, out=tmp_path, strategies=("loop",)).validate()
+    with pytest.raises(ValueError, match="transforms.json"):
+        CurateConfig(data=tmp_path, out=tmp_path / "o").validate()
+
+
+def test_compression_pairs_compare_a_pruned_quantized_scene_with_the_full_one(self_fixer_run, damaged_scene):
+    out, _, _ = self_fixer_run
+    result = curate(CurateConfig(data=damaged_scene, out=out / "compression", strategies=("compression",),
+                                 iterations=ITERATIONS, compression_keep=0.2, compression_bits=3))  # fmt: skip
+    records = [r for r in read_manifest(result.manifest) if r["strategy"] == "compression"]
+    assert len(records) == 6
+    for r in records:
+        degraded, clean = (np.asarray(Image.open(r[k]), dtype=np.float64) for k in ("degraded", "clean"))
+        assert degraded.shape == clean.shape == (48, 48, 3)
+        assert np.abs(degraded - clean).mean() > 0.5, "the compressed scene renders differently"
+
+
+def test_prune_and_quantize_keeps_the_most_opaque_and_quantizes():
+    import torch
+
+    from difix_ns.data.curate import prune_and_quantize
+
+    params = {"opacities": torch.tensor([[0.1], [3.0], [-2.0], [1.0]]), "means": torch.rand(4, 3)}
+    out = prune_and_quantize(params, keep=0.5, bits=1)
+    torch.testing.assert_close(out["opacities"], torch.tensor([[3.0], [1.0]]))
+    assert out["means"].shape == (2, 3)
+    for column in out["means"].T:
+        assert len(set(column.tolist())) <= 2
+
+
+def test_cross_reference_leaves_out_each_camera_group(synth_scene, tmp_path):
+    from rich.console import Console
+
+    from difix_ns.data.curate import _plan, read_training_views
+
+    scene = tmp_path / "grouped"
+    shutil.copytree(synth_scene, scene)
+    meta = json.loads((scene / "transforms.json").read_text())
+    for i, frame in enumerate(meta["frames"]):
+        frame["camera_group"] = "left" if i % 2 else "right"
+    (scene / "transforms.json").write_text(json.dumps(meta))
+    views = read_training_views(scene)
+    units = _plan(CurateConfig(data=scene, strategies=("cross-reference",)), views, Console())
+    assert [u.name for u in units] == ["cross-reference-left", "cross-reference-right"]
+    for unit in units:
+        assert not set(unit.targets) & set(unit.train)
+        assert sorted(unit.targets + unit.train) == sorted(views.usable)
+    assert all(not name.startswith("images/eval") for u in units for name in u.train + u.targets)
