@@ -13,6 +13,7 @@ Glue only (the math is in `difix_ns.progressive`):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Type
@@ -29,10 +30,12 @@ from difix_ns.progressive.references import TrainingViews
 from difix_ns.progressive.state import ProgressiveState, write_pseudo_views
 from difix_ns.progressive.targets import interpolated_training_path, load_camera_path, subsample, with_poses
 from difix_ns.progressive.update import progressive_update
+from difix_ns.training.self_fixer import SelfFixerConfig
 
 __all__ = ["DifixPipeline", "DifixPipelineConfig", "PSEUDO_VIEWS_FOLDER"]
 
 PSEUDO_VIEWS_FOLDER = "difix_pseudo"
+SELF_FIXER_FOLDER = "difix_self_fixer"
 """Folder of the run where each update writes its pseudo views (`step-NNNNNNNNN/`)."""
 
 
@@ -43,6 +46,8 @@ class DifixPipelineConfig(VanillaPipelineConfig):
     _target: Type = field(default_factory=lambda: DifixPipeline)
     progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
     """Difix3D progressive update: schedule, targets and pseudo views."""
+    self_fixer: SelfFixerConfig = field(default_factory=SelfFixerConfig)
+    """How the `self` fixer (--pipeline.model.fixer.backend self) is trained from the training views."""
 
 
 class DifixPipeline(VanillaPipeline):
@@ -58,6 +63,7 @@ class DifixPipeline(VanillaPipeline):
         if hasattr(self.model, "attach_training_views"):
             self.model.attach_training_views(self._training_views)
         self._output_dir: Optional[Path] = None
+        self.self_fixer_path: Optional[Path] = None
 
     # ---------------------------------------------------------------- training views and targets
     def _make_training_views(self) -> TrainingViews:
@@ -99,8 +105,33 @@ class DifixPipeline(VanillaPipeline):
             model.train(was_training)
         return outputs["rgb"], outputs["accumulation"]
 
+    # ---------------------------------------------------------------- the self-trained fixer
+    def _needs_self_fixer(self) -> bool:
+        fixer = self.model.config.fixer
+        return fixer.backend == "self" and fixer.checkpoint is None
+
+    def _use_self_fixer(self, folder: Path) -> None:
+        self.self_fixer_path = Path(folder)
+        config = dataclasses.replace(self.model.config.fixer, checkpoint=str(folder))
+        self.model.set_fixer(config.setup())
+
+    def train_self_fixer(self) -> Path:
+        """Train (or reuse, when the run folder has it) the NAFNet of `fixer.backend == "self"` on this scene's
+        training views only, and make it the model's fixer."""
+        if self._output_dir is None:
+            raise ValueError("the self-trained fixer needs the run's output folder (set when training starts)")
+        from difix_ns.training.self_fixer import train_self_fixer as train
+
+        data = Path(self.datamanager.dataparser.config.data)
+        CONSOLE.log(f"difix: training the self fixer on the training views of {data}")
+        folder = train(data, self._output_dir / SELF_FIXER_FOLDER, self.config.self_fixer)
+        self._use_self_fixer(folder)
+        return folder
+
     def run_progressive_update(self, step: int) -> ProgressiveState:
         """Run one progressive update now (as after training step `step`); returns the new state."""
+        if self._needs_self_fixer() and self.self_fixer_path is None:
+            self.train_self_fixer()
         fixer = self.model.get_fixer()
         self.progressive_state = progressive_update(
             self.progressive_state,
@@ -141,13 +172,21 @@ class DifixPipeline(VanillaPipeline):
 
     # ---------------------------------------------------------------- checkpoint
     def get_extra_state(self) -> Dict[str, Any]:
-        return {"progressive": self.progressive_state.to_state()}
+        state: Dict[str, Any] = {"progressive": self.progressive_state.to_state()}
+        if self.self_fixer_path is not None:
+            state["self_fixer_path"] = str(self.self_fixer_path)
+        return state
 
     def set_extra_state(self, state: Any) -> None:
         if not isinstance(state, dict) or "progressive" not in state:
             return
         self.progressive_state = ProgressiveState.from_state(state["progressive"])
         self.datamanager.set_pseudo_views(self.progressive_state.pseudo)
+        if self._needs_self_fixer() and "self_fixer_path" in state:
+            folder = Path(state["self_fixer_path"])
+            if not folder.is_dir():
+                raise FileNotFoundError(f"the run's self-trained fixer {folder} is missing (it lives in the run folder)")
+            self._use_self_fixer(folder)
 
 
 def _raw_outputs(model: Any, camera: Cameras) -> Dict[str, Tensor]:

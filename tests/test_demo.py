@@ -12,7 +12,7 @@ from difix_ns.demo import DEMO_METHODS, DemoConfig, run_demo
 
 def test_demo_writes_report_results_and_figure(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
-    config = DemoConfig(out=tmp_path / "demo", iterations=8, resolution=32)
+    config = DemoConfig(out=tmp_path / "demo", iterations=8, resolution=32, self_fixer_seconds=5.0)
     report = run_demo(config)
 
     results = json.loads((config.out / "results.json").read_text())

@@ -38,12 +38,15 @@ class BenchmarkConfig:
     """Training iterations of every method."""
     out: Path = Path("outputs/benchmark")
     """Output folder (runs, splits, results.json, results.md, PNG grids)."""
-    fixer: str = "identity"
-    """Fixer back-end of the difix methods: identity, nafnet, difix."""
+    fixer: str = "self"
+    """Fixer back-end of the difix methods: self (a NAFNet each run trains on its scene's training views; no
+    pretrained weights needed), difix (with --fixer-model), nafnet (with --fixer-model), identity."""
     fixer_model: Optional[str] = None
     """Fixer checkpoint: a folder, or a hub id such as nvidia/difix_ref for --fixer difix."""
     max_grid_views: int = 4
     """Far views shown per scene grid."""
+    self_fixer_seconds: float = 120.0
+    """NAFNet training time of the `self` fixer, per run."""
 
     def main(self) -> None:
         run_benchmark(self)
@@ -93,7 +96,7 @@ def _train_and_evaluate(recipe, split_folder: Path, run_dir: Path, config: Bench
 
     args = budget_args(recipe, config.iters, cpu=not torch.cuda.is_available()) + list(recipe.args)
     if recipe.uses_fixer:
-        args += fixer_args(config.fixer, config.fixer_model)
+        args += fixer_args(config.fixer, config.fixer_model, config.iters, config.self_fixer_seconds)
     trained = run_ns_train(recipe.method, split_folder, run_dir.parent, run_dir.name, args)
     views = []
     for view in evaluate_views(trained.config_path, description=f"Evaluating {run_dir.parent.name}/{run_dir.name}"):

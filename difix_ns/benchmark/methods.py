@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-__all__ = ["METHODS", "MethodRecipe", "budget_args", "fixer_args"]
+__all__ = ["METHODS", "MethodRecipe", "budget_args", "fixer_args", "splatfacto_schedule"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,17 @@ _NERFACTO_CPU = (
 )
 
 
+def splatfacto_schedule(iterations: int) -> List[str]:
+    """Splatfacto's densification schedule fitted to `iterations` (small images: no coarse-to-fine stage)."""
+    n = iterations
+    return [
+        "--pipeline.model.num-downscales=0",
+        f"--pipeline.model.warmup-length={n // 4}",
+        f"--pipeline.model.refine-every={max(n // 10, 10)}",
+        f"--pipeline.model.stop-split-at={int(n * 0.75)}",
+    ]
+
+
 def budget_args(recipe: MethodRecipe, iterations: int, cpu: bool) -> List[str]:
     """Options fitting a method's schedule (tuned for 30k steps) to `iterations`; the same for every method."""
     n = iterations
@@ -66,13 +77,7 @@ def budget_args(recipe: MethodRecipe, iterations: int, cpu: bool) -> List[str]:
         "--vis=tensorboard",
     ]
     if recipe.method.endswith("splatfacto"):
-        # Small images: no coarse-to-fine stage; densify during the middle of the budget.
-        args += [
-            "--pipeline.model.num-downscales=0",
-            f"--pipeline.model.warmup-length={n // 4}",
-            f"--pipeline.model.refine-every={max(n // 10, 10)}",
-            f"--pipeline.model.stop-split-at={int(n * 0.75)}",
-        ]
+        args += splatfacto_schedule(n)
     elif cpu:
         args += list(_NERFACTO_CPU)
     if recipe.uses_fixer:
@@ -81,9 +86,17 @@ def budget_args(recipe: MethodRecipe, iterations: int, cpu: bool) -> List[str]:
     return args
 
 
-def fixer_args(backend: str, checkpoint: Optional[str]) -> List[str]:
-    """Options selecting the fixer of the progressive update and post-processing."""
+def fixer_args(backend: str, checkpoint: Optional[str], iterations: int, self_fixer_seconds: float) -> List[str]:
+    """Options selecting the fixer of the progressive update and post-processing. The `self` fixer's leave-out
+    reconstructions get the run's own budget and schedule (2 folds), its NAFNet `self_fixer_seconds`."""
     args = [f"--pipeline.model.fixer.backend={backend}"]
     if checkpoint is not None:
         args.append(f"--pipeline.model.fixer.checkpoint={checkpoint}")
+    elif backend == "self":
+        args += [
+            f"--pipeline.self-fixer.iterations={iterations}",
+            "--pipeline.self-fixer.num-folds=2",
+            f"--pipeline.self-fixer.ns-train-args={' '.join(splatfacto_schedule(iterations))}",
+            f"--pipeline.self-fixer.max-seconds={self_fixer_seconds}",
+        ]
     return args

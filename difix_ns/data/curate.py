@@ -238,33 +238,44 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _inside(path: str) -> str:
+    """Where a dataset path goes inside a derived dataset: the same relative path, and absolute paths (datasets
+    that point at images elsewhere, like the benchmark's splits) under `external/`, never outside the folder."""
+    return str(Path("external", *Path(path).parts[1:])) if Path(path).is_absolute() else path
+
+
 def write_derived_dataset(scene: SceneViews, folder: Path, train: Sequence[str], test: Sequence[str]) -> Path:
     """A dataset folder holding only `train` + `test` (training views of `scene`): symlinked images (and their
-    downscaled `images_N` copies), the point cloud, and a transforms.json with an explicit split."""
+    downscaled `images_N` copies), the point cloud, and a transforms.json with an explicit split. Every link lies
+    inside `folder` (see `_inside`)."""
     folder.mkdir(parents=True, exist_ok=True)
     names = list(dict.fromkeys([*train, *test]))
+    frames = []
     for name in names:
-        _link(scene.root / name, folder / name)
+        frame = dict(scene.frames[name])
+        frame["file_path"] = _inside(name)
+        _link(scene.root / name, folder / frame["file_path"])
         rel = Path(name)
         for factor in (2, 4, 8):
             scaled = scene.root / f"{rel.parts[0]}_{factor}" / Path(*rel.parts[1:]) if len(rel.parts) > 1 else None
-            if scaled is not None and scaled.is_file():
+            if not rel.is_absolute() and scaled is not None and scaled.is_file():
                 _link(scaled, folder / f"{rel.parts[0]}_{factor}" / Path(*rel.parts[1:]))
         for key in ("mask_path", "depth_file_path"):  # per-frame side files travel with their image
-            side = scene.frames[name].get(key)
+            side = frame.get(key)
             if side is not None and (scene.root / side).is_file():
-                _link(scene.root / side, folder / side)
+                frame[key] = _inside(side)
+                _link(scene.root / side, folder / frame[key])
+        frames.append(frame)
     meta = dict(scene.meta)
     ply = meta.get("ply_file_path")
-    if ply is not None:
-        if (scene.root / ply).is_file():
-            _link(scene.root / ply, folder / ply)
-        else:
-            meta.pop("ply_file_path")
-    meta["frames"] = [scene.frames[n] for n in names]
-    meta["train_filenames"] = list(train)
-    meta["val_filenames"] = list(test)
-    meta["test_filenames"] = list(test)
+    if ply is not None and (scene.root / ply).is_file():
+        meta["ply_file_path"] = _inside(ply)
+        _link(scene.root / ply, folder / meta["ply_file_path"])
+    else:
+        meta.pop("ply_file_path", None)
+    meta["frames"] = frames
+    meta["train_filenames"] = [_inside(n) for n in train]
+    meta["val_filenames"] = meta["test_filenames"] = [_inside(n) for n in test]
     (folder / "transforms.json").write_text(json.dumps(meta, indent=2) + "\n")
     return folder
 

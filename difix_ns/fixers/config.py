@@ -19,7 +19,13 @@ def build_fixer(config: "FixerConfig") -> Any:
         from difix_ns.fixers.base import IdentityFixer
 
         fixer: Any = IdentityFixer()
-    elif config.backend == "nafnet":
+    elif config.backend == "self" and config.checkpoint is None:
+        raise ValueError(
+            "the self back-end is a NAFNet trained on a scene's own training views: difix-splatfacto and "
+            "difix-nerfacto train it at their first progressive update (settings: --pipeline.self-fixer.*); "
+            "elsewhere give the checkpoint folder of a trained one"
+        )
+    elif config.backend in ("nafnet", "self"):
         from difix_ns.fixers.nafnet import NAFNet, NAFNetFixer
 
         if config.checkpoint is None:
@@ -43,7 +49,7 @@ def build_fixer(config: "FixerConfig") -> Any:
             timestep=config.timestep,
         )
     else:
-        raise ValueError(f"unknown fixer backend {config.backend!r}; choose difix, nafnet or identity")
+        raise ValueError(f"unknown fixer backend {config.backend!r}; choose difix, nafnet, self or identity")
     fixer = fixer.to(device).eval()
     return fixer.configure(
         chunk_size=config.chunk_size,
@@ -59,8 +65,9 @@ class FixerConfig:
 
     _target: Type = field(default_factory=lambda: build_fixer)
     """Factory called by `setup()` (nerfstudio convention; here a function dispatching on `backend`)."""
-    backend: Literal["difix", "nafnet", "identity"] = "difix"
-    """Fixer back-end: single-step Difix, the small NAFNet restorer, or identity (no change)."""
+    backend: Literal["difix", "nafnet", "self", "identity"] = "difix"
+    """Fixer back-end: single-step Difix, the small NAFNet restorer, `self` (a NAFNet the method trains on the
+    scene's own training views before its first progressive update), or identity (no change)."""
     checkpoint: Optional[str] = None
     """Difix: hub id (nvidia/difix, nvidia/difix_ref) or folder. NAFNet: folder from save_pretrained, or None
     for a freshly initialised (untrained) network. Ignored by identity."""

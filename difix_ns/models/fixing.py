@@ -106,6 +106,12 @@ class DifixFixingMixin:
                 object.__setattr__(self, "_fixer", self.config.fixer.setup())  # type: ignore[attr-defined]
             return self._fixer  # type: ignore[attr-defined]
 
+    def set_fixer(self, fixer) -> None:
+        """Use `fixer` from now on instead of building one from `config.fixer` (the pipeline does this for the
+        self-trained fixer, which needs the scene)."""
+        with self._fixer_lock:  # type: ignore[attr-defined]
+            object.__setattr__(self, "_fixer", fixer)
+
     def attach_training_views(self, views: Optional[TrainingViews]) -> None:
         """Give the model the training views that post-processing uses as references (done by the pipeline)."""
         object.__setattr__(self, "_training_views", views)

@@ -18,6 +18,7 @@ def benchmark_run(tmp_path_factory):
     config = BenchmarkConfig(
         seeds=(0,), resolution=32, iters=6, out=out,
         methods=("splatfacto", "difix-splatfacto", "difix-splatfacto+post"),
+        fixer="identity",  # the self fixer is exercised by tests/test_demo.py and tests/models
     )
     return config, run_benchmark(config)
 

@@ -170,3 +170,20 @@ def test_cross_reference_leaves_out_each_camera_group(synth_scene, tmp_path):
         assert not set(unit.targets) & set(unit.train)
         assert sorted(unit.targets + unit.train) == sorted(views.usable)
     assert all(not name.startswith("images/eval") for u in units for name in u.train + u.targets)
+
+
+def test_derived_dataset_of_absolute_paths_links_inside_and_leaves_the_source_alone(synth_scene, tmp_path):
+    # The benchmark's split datasets list images by absolute path; a derived dataset must not write there.
+    from difix_ns.data.curate import SceneViews, write_derived_dataset
+
+    meta = json.loads((synth_scene / "transforms.json").read_text())
+    frames = {str(synth_scene / f["file_path"]): {**f, "file_path": str(synth_scene / f["file_path"])} for f in meta["frames"]}
+    names = sorted(n for n in frames if "/train_" in n)
+    before = {n: Path(n).read_bytes() for n in names}
+    scene = SceneViews(root=tmp_path, meta={"fl_x": meta["fl_x"]}, frames=frames, usable=names, skipped={})
+    folder = write_derived_dataset(scene, tmp_path / "derived", names[:-1], names[-1:])
+    written = json.loads((folder / "transforms.json").read_text())
+    for frame in written["frames"]:
+        assert not Path(frame["file_path"]).is_absolute()
+        assert (folder / frame["file_path"]).resolve() in {Path(n).resolve() for n in names}
+    assert all(not Path(n).is_symlink() and Path(n).read_bytes() == before[n] for n in names)
