@@ -28,11 +28,26 @@ def _default_inner() -> Any:
     return AttnProcessor2_0()
 
 
-class ViewFoldedSelfAttnProcessor:
-    """Self-attention over the tokens of all V views of a sample: [(B V), N, D] -> [B, (V N), D] -> back."""
+class ViewAgnosticAttnProcessor:
+    """Any other attention (cross-attention): accepts `num_views` so the kwarg can be passed, and ignores it."""
 
     def __init__(self, inner: Optional[Any] = None) -> None:
         self.inner = inner if inner is not None else _default_inner()
+
+    def __call__(
+        self,
+        attn: nn.Module,
+        hidden_states: Tensor,
+        encoder_hidden_states: Optional[Tensor] = None,
+        attention_mask: Optional[Tensor] = None,
+        temb: Optional[Tensor] = None,
+        num_views: int = 1,
+    ) -> Tensor:
+        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+
+class ViewFoldedSelfAttnProcessor(ViewAgnosticAttnProcessor):
+    """Self-attention over the tokens of all V views of a sample: [(B V), N, D] -> [B, (V N), D] -> back."""
 
     def __call__(
         self,
@@ -55,24 +70,6 @@ class ViewFoldedSelfAttnProcessor:
         folded = hidden_states.reshape(bv // num_views, num_views * n, d)
         out = self.inner(attn, folded, encoder_hidden_states, None, temb)
         return out.reshape(bv, n, d)
-
-
-class ViewAgnosticAttnProcessor:
-    """Any other attention (cross-attention): accepts `num_views` so the kwarg can be passed, and ignores it."""
-
-    def __init__(self, inner: Optional[Any] = None) -> None:
-        self.inner = inner if inner is not None else _default_inner()
-
-    def __call__(
-        self,
-        attn: nn.Module,
-        hidden_states: Tensor,
-        encoder_hidden_states: Optional[Tensor] = None,
-        attention_mask: Optional[Tensor] = None,
-        temb: Optional[Tensor] = None,
-        num_views: int = 1,
-    ) -> Tensor:
-        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
 def install_reference_attention(unet: nn.Module, attention: str = "sdpa") -> int:
