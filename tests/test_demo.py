@@ -25,6 +25,15 @@ def test_demo_writes_report_results_and_figure(tmp_path, monkeypatch):
         assert f"| {run['method']} | {run['metrics']['all']['psnr']:.2f} |" in text
         assert run["seconds_per_iteration"] > 0.0
 
+    # One self fixer per scene, trained on the training views and shared by the difix runs.
+    fixer_seconds = {r["method"]: r["fixer_seconds"] for r in results["runs"]}
+    assert fixer_seconds["splatfacto"] == 0.0
+    assert fixer_seconds["difix-splatfacto"] == fixer_seconds["difix-splatfacto+post"] > 0.0
+    shared = (config.out / "runs" / "synth0" / "self_fixer").resolve()
+    assert (shared / "train").is_dir()
+    run_config = (config.out / "runs" / "synth0" / "difix-splatfacto").glob("**/config.yml")
+    assert str(shared) in next(run_config).read_text()
+
     figure = Image.open(config.out / "compare.png")
     assert figure.format == "PNG" and figure.width > 300 and figure.height > 100
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-__all__ = ["METHODS", "MethodRecipe", "budget_args", "fixer_args", "splatfacto_schedule"]
+__all__ = ["METHODS", "MethodRecipe", "budget_args", "fixer_args", "self_fixer_config", "splatfacto_schedule"]
 
 
 @dataclass(frozen=True)
@@ -86,17 +86,31 @@ def budget_args(recipe: MethodRecipe, iterations: int, cpu: bool) -> List[str]:
     return args
 
 
+def self_fixer_config(iterations: int, self_fixer_seconds: float):
+    """The `self` fixer of a benchmark run: leave-out reconstructions with the run's own budget and schedule
+    (2 folds), then `self_fixer_seconds` of NAFNet training."""
+    from difix_ns.training.self_fixer import SelfFixerConfig
+
+    return SelfFixerConfig(
+        iterations=iterations,
+        num_folds=2,
+        ns_train_args=" ".join(splatfacto_schedule(iterations)),
+        max_seconds=self_fixer_seconds,
+    )
+
+
 def fixer_args(backend: str, checkpoint: Optional[str], iterations: int, self_fixer_seconds: float) -> List[str]:
-    """Options selecting the fixer of the progressive update and post-processing. The `self` fixer's leave-out
-    reconstructions get the run's own budget and schedule (2 folds), its NAFNet `self_fixer_seconds`."""
+    """Options selecting the fixer of the progressive update and post-processing. Without a checkpoint the `self`
+    fixer is trained by the run itself, with `self_fixer_config`."""
     args = [f"--pipeline.model.fixer.backend={backend}"]
     if checkpoint is not None:
         args.append(f"--pipeline.model.fixer.checkpoint={checkpoint}")
     elif backend == "self":
+        config = self_fixer_config(iterations, self_fixer_seconds)
         args += [
-            f"--pipeline.self-fixer.iterations={iterations}",
-            "--pipeline.self-fixer.num-folds=2",
-            f"--pipeline.self-fixer.ns-train-args={' '.join(splatfacto_schedule(iterations))}",
-            f"--pipeline.self-fixer.max-seconds={self_fixer_seconds}",
+            f"--pipeline.self-fixer.iterations={config.iterations}",
+            f"--pipeline.self-fixer.num-folds={config.num_folds}",
+            f"--pipeline.self-fixer.ns-train-args={config.ns_train_args}",
+            f"--pipeline.self-fixer.max-seconds={config.max_seconds}",
         ]
     return args

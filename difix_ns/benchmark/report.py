@@ -36,11 +36,15 @@ RESULTS_SCHEMA = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["scene", "method", "wall_seconds", "seconds_per_iteration", "peak_memory_mb", "metrics", "views"],
+                "required": ["scene", "method", "wall_seconds", "fixer_seconds", "seconds_per_iteration", "peak_memory_mb", "metrics", "views"],
                 "properties": {
                     "scene": {"type": "string"},
                     "method": {"type": "string"},
                     "wall_seconds": {"type": "number", "description": "ns-train wall time, start-up included"},
+                    "fixer_seconds": {
+                        "type": "number",
+                        "description": "time to make the run's fixer outside ns-train (the scene's shared self fixer)",
+                    },
                     "seconds_per_iteration": {"type": ["number", "null"]},
                     "peak_memory_mb": {"type": "number", "description": "peak RSS of the ns-train process tree"},
                     "metrics": _BINNED,
@@ -98,7 +102,7 @@ def markdown_tables(results: dict, methods: Sequence[str]) -> str:
     runs = results["runs"]
     keys = [k for k in ("psnr", "ssim", "lpips", "fid") if any(k in r["metrics"]["all"] for r in runs)]
     groups = [g for g in ("all", "near", "mid", "far") if any(g in r["metrics"] for r in runs)]
-    header = ["method"] + [f"{k} {g}" for g in groups for k in keys] + ["train s", "s/iter", "peak MB"]
+    header = ["method"] + [f"{k} {g}" for g in groups for k in keys] + ["train s", "fixer s", "s/iter", "peak MB"]
 
     def table(rows: List[Tuple[str, List[dict]]]) -> List[str]:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -109,6 +113,7 @@ def markdown_tables(results: dict, methods: Sequence[str]) -> str:
                     cells.append(_cell(k, _mean([r["metrics"][g][k] for r in method_runs if k in r["metrics"].get(g, {})])))
             cells += [
                 f"{_mean([r['wall_seconds'] for r in method_runs]):.0f}",
+                f"{_mean([r.get('fixer_seconds', 0.0) for r in method_runs]):.0f}",
                 _cell("s", _mean([r["seconds_per_iteration"] or float("nan") for r in method_runs])),
                 f"{max(r['peak_memory_mb'] for r in method_runs):.0f}",
             ]
