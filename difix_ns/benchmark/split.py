@@ -110,16 +110,19 @@ def choose_split(
     return Split([names[i] for i in train_idx], [names[i] for i in eval_idx], distance, bins, spacing, rule)
 
 
+def _image_file(data: Path, file_path: str) -> Path:
+    """The image a frame names; instant-ngp / blender files may leave out the extension."""
+    for candidate in [data / file_path] + [data / f"{file_path}{ext}" for ext in (".png", ".jpg", ".jpeg")]:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"the image of frame {file_path!r} is missing: no file {data / file_path}[.png|.jpg|.jpeg]")
+
+
 def _intrinsics_from_angle(meta: dict, data: Path) -> dict:
     # instant-ngp / blender style: horizontal field of view instead of focal lengths.
     from PIL import Image
 
-    first = meta["frames"][0]["file_path"]
-    candidates = [data / first] + [data / f"{first}{ext}" for ext in (".png", ".jpg", ".jpeg")]
-    image = next((p for p in candidates if p.is_file()), None)
-    if image is None:
-        raise FileNotFoundError(f"cannot find the image {data / first} to size the camera_angle_x intrinsics")
-    w, h = Image.open(image).size
+    w, h = Image.open(_image_file(data, meta["frames"][0]["file_path"])).size
     fl = 0.5 * w / math.tan(0.5 * float(meta["camera_angle_x"]))
     return {"fl_x": fl, "fl_y": fl, "cx": w / 2, "cy": h / 2, "w": w, "h": h}
 
@@ -131,7 +134,7 @@ def write_split_dataset(data: Path, meta: dict, split: Split, out: Path) -> Path
     derived = dict(meta)
     if "fl_x" not in derived and "camera_angle_x" in derived and "fl_x" not in meta["frames"][0]:
         derived.update(_intrinsics_from_angle(meta, data))
-    absolute = {f["file_path"]: str(data / f["file_path"]) for f in meta["frames"]}
+    absolute = {f["file_path"]: str(_image_file(data, f["file_path"]).resolve()) for f in meta["frames"]}
     derived["frames"] = [{**f, "file_path": absolute[f["file_path"]]} for f in meta["frames"]]
     derived["train_filenames"] = [absolute[n] for n in split.train]
     derived["val_filenames"] = derived["test_filenames"] = [absolute[n] for n in split.eval]

@@ -74,3 +74,33 @@ def test_synthetic_scene_keeps_its_own_sparse_split(synth_scene):
     split = choose_split(meta)
     assert len(split.train) == len(meta["train_filenames"])
     assert any(b == "far" for b in split.bin.values())
+
+
+def test_instant_ngp_style_dataset_is_split_and_read_by_nerfstudio(tmp_path):
+    from PIL import Image
+
+    meta = _orbit_meta(8)
+    for frame in meta["frames"]:
+        frame["file_path"] = "./" + frame["file_path"].removesuffix(".png")  # instant-ngp: no extension
+    for key in ("fl_x", "fl_y", "cx", "cy", "w", "h"):
+        del meta[key]
+    meta["camera_angle_x"] = 1.2
+    meta["aabb_scale"] = 4
+    (tmp_path / "images").mkdir()
+    for i in range(8):
+        Image.new("RGB", (32, 24), (i * 30, 0, 0)).save(tmp_path / "images" / f"{i:03d}.png")
+    (tmp_path / "transforms.json").write_text(json.dumps(meta))
+
+    split = choose_split(read_frames(tmp_path), train_every=4)
+    folder = write_split_dataset(tmp_path, read_frames(tmp_path), split, tmp_path / "split")
+    outputs = NerfstudioDataParserConfig(data=folder, load_3D_points=False).setup().get_dataparser_outputs("train")
+    assert [p.name for p in outputs.image_filenames] == ["000.png", "004.png"]
+    assert int(outputs.cameras.width[0]) == 32 and int(outputs.cameras.height[0]) == 24
+    assert float(outputs.cameras.fx[0]) == pytest.approx(0.5 * 32 / np.tan(0.6), rel=1e-4)
+
+
+def test_a_frame_without_its_image_is_a_clear_error(tmp_path):
+    meta = _orbit_meta(8)
+    (tmp_path / "transforms.json").write_text(json.dumps(meta))
+    with pytest.raises(FileNotFoundError, match="images/000.png"):
+        write_split_dataset(tmp_path, meta, choose_split(meta, train_every=4), tmp_path / "split")
