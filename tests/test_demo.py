@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from difix_ns.benchmark.command import BenchmarkConfig, run_benchmark
 from difix_ns.demo import DEMO_METHODS, DemoConfig, run_demo
 
 
@@ -31,8 +33,21 @@ def test_demo_writes_report_results_and_figure(tmp_path, monkeypatch):
     assert fixer_seconds["difix-splatfacto"] == fixer_seconds["difix-splatfacto+post"] > 0.0
     shared = (config.out / "runs" / "synth0" / "self_fixer").resolve()
     assert (shared / "train").is_dir()
+    split = results["scenes"][0]["split"]
+    manifest = (shared / "pairs" / "manifest.jsonl").read_text()
+    assert manifest.strip(), "the shared fixer was trained on pairs"
+    leaked = [e["file_path"] for e in split["eval"] if Path(e["file_path"]).name in manifest]
+    assert not leaked, f"evaluation views reached the fixer's pairs: {leaked}"
     run_config = (config.out / "runs" / "synth0" / "difix-splatfacto").glob("**/config.yml")
     assert str(shared) in next(run_config).read_text()
+
+    # Resuming the benchmark keeps the fixer the runs used (no further training) and its reported time.
+    weights = {p: p.read_bytes() for p in (shared / "train" / "fixer").iterdir()}
+    again = run_benchmark(
+        BenchmarkConfig(seeds=(0,), resolution=32, iters=8, methods=DEMO_METHODS, out=config.out, self_fixer_seconds=5.0)
+    )
+    assert {p: p.read_bytes() for p in (shared / "train" / "fixer").iterdir()} == weights
+    assert [r["fixer_seconds"] for r in again["runs"]] == [r["fixer_seconds"] for r in results["runs"]]
 
     figure = Image.open(config.out / "compare.png")
     assert figure.format == "PNG" and figure.width > 300 and figure.height > 100

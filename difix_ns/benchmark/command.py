@@ -96,11 +96,11 @@ def _shared_self_fixer(config: BenchmarkConfig, split_folder: Path, folder: Path
     from difix_ns.training.self_fixer import train_self_fixer
 
     record = folder / "seconds.json"
-    start = time.perf_counter()
-    fixer = train_self_fixer(split_folder, folder, self_fixer_config(config.iters, config.self_fixer_seconds))
-    if not record.is_file():
+    if not record.is_file():  # written once the fixer is trained: a rerun uses that fixer as it is
+        start = time.perf_counter()
+        train_self_fixer(split_folder, folder, self_fixer_config(config.iters, config.self_fixer_seconds))
         record.write_text(json.dumps({"seconds": time.perf_counter() - start}))
-    return fixer, float(json.loads(record.read_text())["seconds"])
+    return folder / "train" / "fixer", float(json.loads(record.read_text())["seconds"])
 
 
 def _train_and_evaluate(

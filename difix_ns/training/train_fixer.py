@@ -196,6 +196,15 @@ def _latest_checkpoint(folder: Path) -> Optional[Path]:
     return max(found, key=lambda p: int(p.name.split("-")[1])) if found else None
 
 
+def _ended_on_time_budget(out: Path, config: TrainFixerConfig) -> Optional[int]:
+    """The step at which an earlier call with a time budget stopped on it (and saved its fixer), else None."""
+    latest = _latest_checkpoint(out / "checkpoints") if config.resume else None
+    if latest is None or config.max_seconds is None or not (out / "fixer").is_dir():
+        return None
+    state = json.loads((latest / "train_state.json").read_text())
+    return int(state["step"]) if state.get("time_budget_spent") else None
+
+
 def _batches(loader: Any):
     epoch = 0
     while True:
@@ -253,6 +262,11 @@ def train_fixer(config: TrainFixerConfig) -> Path:
 
     config.validate()
     out = Path(config.out).resolve()
+    ended = _ended_on_time_budget(out, config)
+    if ended is not None:
+        # A run stopped by its time budget is finished: resuming it would train (and change) the fixer again.
+        print(f"train-fixer: {out} spent its time budget at step {ended}; keeping {out / 'fixer'}")
+        return out / "fixer"
     records = load_pairs([Path(m) for m in config.manifests])
     train_records, val_records = split_pairs(records, config.val_fraction)
     if not train_records:
@@ -298,11 +312,12 @@ def train_fixer(config: TrainFixerConfig) -> Path:
         f"loss {loss_fn.mode}, {accelerator.num_processes} process(es) on {accelerator.device}"
     )
 
-    def save(at: int) -> None:
+    def save(at: int, time_budget_spent: bool = False) -> None:
         folder = checkpoints / f"step-{at:07d}"
         accelerator.save_state(str(folder))
         if accelerator.is_main_process:
-            (folder / "train_state.json").write_text(json.dumps({"step": at}) + "\n")
+            state = {"step": at, "time_budget_spent": time_budget_spent}
+            (folder / "train_state.json").write_text(json.dumps(state) + "\n")
             for old in sorted(checkpoints.glob("step-*"), key=lambda p: p.name)[: -config.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
@@ -311,7 +326,7 @@ def train_fixer(config: TrainFixerConfig) -> Path:
     val_metrics: Dict[str, float] = {}
     batches = _batches(loader)
     start = time.perf_counter()
-    last_saved = step
+    last_saved, spent = step, False
     while step < config.steps:
         batch = next(batches)
         degraded, refs = _fix_args(batch, use_reference)
@@ -339,11 +354,12 @@ def train_fixer(config: TrainFixerConfig) -> Path:
         flag = accelerator.reduce(torch.tensor([float(over)], device=accelerator.device), reduction="sum")
         if float(flag) > 0:
             accelerator.print(f"train-fixer: time budget of {config.max_seconds:g} s reached at step {step}")
+            spent = True
             break
     if val_records and step % config.val_every != 0:
         val_metrics = _validate(accelerator, model, val_set, use_reference, step)
-    if last_saved != step:
-        save(step)
+    if last_saved != step or spent:
+        save(step, time_budget_spent=spent)
     unwrapped = accelerator.unwrap_model(model)
     digest = weights_digest(unwrapped)
     (out / "ranks").mkdir(parents=True, exist_ok=True)

@@ -57,9 +57,16 @@ def test_resume_continues_from_the_saved_step(toy_manifest, tmp_path):
     assert [h["step"] for h in summary["history"]] == [5, 6], "the second call starts after step 4"
 
 
-def test_time_budget_stops_training_early(toy_manifest, tmp_path):
-    train_fixer(TrainFixerConfig(manifests=(toy_manifest,), out=tmp_path / "run", steps=10_000, max_seconds=0.5, **TINY))
-    assert json.loads((tmp_path / "run/summary.json").read_text())["step"] < 10_000
+def test_time_budget_stops_training_early_and_a_rerun_keeps_that_fixer(toy_manifest, tmp_path):
+    config = TrainFixerConfig(manifests=(toy_manifest,), out=tmp_path / "run", steps=10_000, max_seconds=0.5, **TINY)
+    folder = train_fixer(config)
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    assert summary["step"] < 10_000
+    weights = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    # The budget is spent: a second call (a resumed benchmark) returns the same fixer instead of training on.
+    assert train_fixer(config) == folder
+    assert json.loads((tmp_path / "run/summary.json").read_text()) == summary
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == weights
 
 
 def _free_port() -> int:
