@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import shlex
 import sys
@@ -21,11 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(1 / mse)
 
 
 def _scene(root: Path, seed: int, resolution: int) -> Path:
@@ -62,6 +56,7 @@ def main() -> None:
     from difix_ns.data.curate import CurateConfig, curate, train_nerfstudio
     from difix_ns.evaluation import evaluate_views
     from difix_ns.fixers.config import FixerConfig
+    from difix_ns.metrics import psnr
     from difix_ns.training.train_fixer import TrainFixerConfig, train_fixer
 
     import torch
@@ -124,8 +119,8 @@ def main() -> None:
                     "seed": seed,
                     "view": view.filename,
                     "label": labels.get(view.filename, "?"),
-                    "psnr_degraded": _psnr(view.rendered, view.ground_truth),
-                    "psnr_fixed": _psnr(fixed, view.ground_truth),
+                    "psnr_degraded": psnr(view.rendered, view.ground_truth),
+                    "psnr_fixed": psnr(fixed, view.ground_truth),
                 }
             )
     timings["test_s"] = time.perf_counter() - t

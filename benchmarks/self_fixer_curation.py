@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import time
@@ -29,11 +28,6 @@ from typing import Dict, List
 import numpy as np
 
 _VARIANTS = ("raw", "leave-out", "leave-out+underfit")
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(1 / mse)
 
 
 def _load(path: Path) -> np.ndarray:
@@ -100,6 +94,7 @@ def main() -> None:
     from rich.console import Console
 
     from difix_ns.fixers.config import FixerConfig
+    from difix_ns.metrics import psnr
 
     console = Console()
     bench, work = args.benchmark.resolve(), args.work.resolve()
@@ -130,9 +125,9 @@ def main() -> None:
         steps[name] = {k: json.loads((v.parent / "summary.json").read_text())["step"] for k, v in fixers.items()}
         for filename, label in sorted(bins.items()):
             truth, render = _load(run / "ground_truth" / filename), _load(run / "renders" / filename)
-            psnr = {"raw": _psnr(render, truth)}
-            psnr.update({k: _psnr(_fix(f, render), truth) for k, f in loaded.items()})
-            views.append({"scene": name, "view": filename, "bin": label, "psnr": psnr})
+            scores = {"raw": psnr(render, truth)}
+            scores.update({k: psnr(_fix(f, render), truth) for k, f in loaded.items()})
+            views.append({"scene": name, "view": filename, "bin": label, "psnr": scores})
 
     groups = {"all": views, **{b: [v for v in views if v["bin"] == b] for b in ("near", "mid", "far")}}
     rows = {g: {k: float(np.mean([v["psnr"][k] for v in vs])) for k in _VARIANTS} for g, vs in groups.items() if vs}

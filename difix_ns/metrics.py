@@ -16,6 +16,7 @@ from typing import Iterator
 from unittest import mock
 from urllib.parse import urlparse
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
@@ -27,6 +28,7 @@ __all__ = [
     "inception_weights_path",
     "lpips_weights_path",
     "offline_lpips",
+    "psnr",
 ]
 
 LPIPS_METRIC_KEYS = ("lpips", "cc_lpips")
@@ -104,3 +106,14 @@ def offline_lpips() -> Iterator[None]:
 
     with mock.patch.object(torchmetrics.image.lpip, "LearnedPerceptualImagePatchSimilarity", _factory):
         yield
+
+
+def psnr(image: "Tensor | np.ndarray", target: "Tensor | np.ndarray") -> float:
+    """PSNR (dB) of `image` against `target`, both in [0, 1] with the same shape, over all their values
+    (torchmetrics' implementation; numpy arrays are compared in float64)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    def as_tensor(x: "Tensor | np.ndarray") -> Tensor:
+        return x if isinstance(x, Tensor) else torch.as_tensor(x, dtype=torch.float64)
+
+    return float(peak_signal_noise_ratio(as_tensor(image), as_tensor(target), data_range=1.0))

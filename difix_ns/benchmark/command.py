@@ -115,7 +115,7 @@ def _train_and_evaluate(
 
     args = budget_args(recipe, config.iters, cpu=not torch.cuda.is_available()) + list(recipe.args)
     if recipe.uses_fixer:
-        args += fixer_args(config.fixer, fixer_model, config.iters, config.self_fixer_seconds)
+        args += fixer_args(config.fixer, fixer_model)
     trained = run_ns_train(recipe.method, split_folder, run_dir.parent, run_dir.name, args)
     views = []
     for view in evaluate_views(trained.config_path, description=f"Evaluating {run_dir.parent.name}/{run_dir.name}"):
@@ -220,11 +220,10 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
         fixer_model, fixer_seconds = config.fixer_model, 0.0
         for recipe in recipes:
             run_dir = runs_dir / recipe.run_key
-            if recipe.uses_fixer and config.fixer == "self" and config.fixer_model is None:
-                if fixer_model is None:
-                    CONSOLE.rule(f"[bold]{scene}: the self fixer (training views only), shared by the difix runs")
-                    path, fixer_seconds = _shared_self_fixer(config, split_folder, runs_dir / "self_fixer")
-                    fixer_model = str(path.resolve())
+            if recipe.uses_fixer and config.fixer == "self" and fixer_model is None:
+                CONSOLE.rule(f"[bold]{scene}: the self fixer (training views only), shared by the difix runs")
+                path, fixer_seconds = _shared_self_fixer(config, split_folder, runs_dir / "self_fixer")
+                fixer_model = str(path.resolve())
             if (run_dir / "result.json").is_file():
                 CONSOLE.print(f"{scene}/{recipe.run_key}: finished earlier, kept ({run_dir / 'result.json'})")
                 run = json.loads((run_dir / "result.json").read_text())

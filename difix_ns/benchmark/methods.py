@@ -99,18 +99,10 @@ def self_fixer_config(iterations: int, self_fixer_seconds: float):
     )
 
 
-def fixer_args(backend: str, checkpoint: Optional[str], iterations: int, self_fixer_seconds: float) -> List[str]:
-    """Options selecting the fixer of the progressive update and post-processing. Without a checkpoint the `self`
-    fixer is trained by the run itself, with `self_fixer_config`."""
+def fixer_args(backend: str, checkpoint: Optional[str]) -> List[str]:
+    """Options selecting the fixer of the progressive update and post-processing (the benchmark gives the `self`
+    back-end the scene's shared fixer as its checkpoint)."""
     args = [f"--pipeline.model.fixer.backend={backend}"]
     if checkpoint is not None:
         args.append(f"--pipeline.model.fixer.checkpoint={checkpoint}")
-    elif backend == "self":
-        config = self_fixer_config(iterations, self_fixer_seconds)
-        args += [
-            f"--pipeline.self-fixer.iterations={config.iterations}",
-            f"--pipeline.self-fixer.num-folds={config.num_folds}",
-            f"--pipeline.self-fixer.ns-train-args={config.ns_train_args}",
-            f"--pipeline.self-fixer.max-seconds={config.max_seconds}",
-        ]
     return args

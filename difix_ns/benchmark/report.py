@@ -113,7 +113,7 @@ def markdown_tables(results: dict, methods: Sequence[str]) -> str:
                     cells.append(_cell(k, _mean([r["metrics"][g][k] for r in method_runs if k in r["metrics"].get(g, {})])))
             cells += [
                 f"{_mean([r['wall_seconds'] for r in method_runs]):.0f}",
-                f"{_mean([r.get('fixer_seconds', 0.0) for r in method_runs]):.0f}",
+                f"{_mean([r['fixer_seconds'] for r in method_runs]):.0f}",
                 _cell("s", _mean([r["seconds_per_iteration"] or float("nan") for r in method_runs])),
                 f"{max(r['peak_memory_mb'] for r in method_runs):.0f}",
             ]

@@ -493,13 +493,9 @@ def _load_reference(path: Path, size: Tuple[int, int]) -> np.ndarray:
         return np.asarray(image, dtype=np.float32) / 255.0
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
-
-
 def _run_unit(unit: _Unit, config: CurateConfig, scene: SceneViews, out: Path) -> List[dict]:
     from difix_ns.evaluation import evaluate_views
+    from difix_ns.metrics import psnr
 
     unit_dir = out / "units" / unit.name
     dataset = write_derived_dataset(scene, unit_dir / "dataset", unit.train, unit.targets)
@@ -549,7 +545,7 @@ def _run_unit(unit: _Unit, config: CurateConfig, scene: SceneViews, out: Path) -
                     "iterations": config.iterations,
                     "height": height,
                     "width": width,
-                    "psnr_degraded": _psnr(view.rendered, view.ground_truth),
+                    "psnr_degraded": psnr(view.rendered, view.ground_truth),
                 }
             )
     tmp = unit_dir / "pairs.jsonl.tmp"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -219,15 +218,11 @@ def _fix_args(batch: Dict[str, Any], use_reference: bool) -> Tuple[Any, Any]:
     return batch["degraded"], batch["reference"] if use_reference else None
 
 
-def _psnr(a: Any, b: Any) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
-
-
 def validate_fixer(fixer: Any, dataset: Any, use_reference: bool, device: Any) -> Dict[str, float]:
     """Mean PSNR/SSIM of fixed vs clean, and of degraded vs clean (the baseline), over full validation images."""
     import torch
 
+    from difix_ns.metrics import psnr
     from difix_ns.training.losses import ssim
 
     sums = {"psnr": 0.0, "ssim": 0.0, "psnr_degraded": 0.0, "ssim_degraded": 0.0}
@@ -239,9 +234,9 @@ def validate_fixer(fixer: Any, dataset: Any, use_reference: bool, device: Any) -
             degraded, clean = item["degraded"][None].to(device), item["clean"][None].to(device)
             refs = item["reference"][None].to(device) if use_reference else None
             fixed = fixer(degraded, refs).clamp(0, 1)
-            sums["psnr"] += _psnr(fixed, clean)
+            sums["psnr"] += psnr(fixed, clean)
             sums["ssim"] += float(ssim(fixed, clean).mean())
-            sums["psnr_degraded"] += _psnr(degraded, clean)
+            sums["psnr_degraded"] += psnr(degraded, clean)
             sums["ssim_degraded"] += float(ssim(degraded, clean).mean())
     fixer.train(was_training)
     return {k: v / max(len(dataset), 1) for k, v in sums.items()}
