@@ -3,8 +3,8 @@
 The demo is the benchmark (`difix_ns.benchmark`) on one synthetic scene with three entries: the splatfacto
 baseline, difix-splatfacto with progressive updates, and the same run with post-processing (Difix3D+). Every run
 is trained afresh through the real `ns-train` and scored through nerfstudio's loading and metrics; from that run
-it writes `report.md` (tables per distance bin), `results.json` (per view) and `compare.png` (ground truth | each
-method, on the views farthest from the training cameras).
+it writes `report.md` (gains and tables per distance bin), `results.json` (per view), `gains.png` and
+`compare.png` (ground truth | each method, on the views farthest from the training cameras).
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def run_demo(config: DemoConfig) -> Path:
     report.write_text(
         (out / "results.md").read_text().replace("# difix-ns benchmark", "# difix-ns demo", 1)
         + f"\nFixer: {config.fixer}. Produced by `difix-ns demo --out {config.out}` in {wall:.0f} s; "
-        "figure: compare.png (ground truth | methods, farthest views).\n"
+        "figures: compare.png (ground truth | methods, farthest views), "
+        "gains.png (gain over the baseline per bin).\n"
     )
     CONSOLE.print(f"[bold green]Demo done in {wall:.0f} s.[/bold green] Report: {report}  Figure: {out / 'compare.png'}")
     return report

@@ -3,7 +3,8 @@
 For each scene (a user's dataset, or synthetic scenes of several seeds), the split is written as a derived dataset
 (`splits/<scene>/transforms.json` + `split.json`); each method trains through the real `ns-train`, every evaluation
 view is scored through nerfstudio's loading and metrics, and a run's `result.json` marks it finished, so a rerun
-skips it. Outputs under `--out`: results.json (schema in `report.RESULTS_SCHEMA`), results.md, grid_<scene>.png.
+skips it. Outputs under `--out`: results.json (schema in `report.RESULTS_SCHEMA`), results.md (gains over each
+method's baseline, then the tables), grid_<scene>.png and gains.png.
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
     from nerfstudio.utils.rich_utils import CONSOLE
 
     from difix_ns.benchmark.methods import METHODS
-    from difix_ns.benchmark.report import markdown_tables, summarize, validate_results
+    from difix_ns.benchmark.report import gains_figure, gains_table, markdown_tables, summarize, validate_results
     from difix_ns.benchmark.split import choose_split, read_frames, write_split_dataset
 
     _check(config)
@@ -256,7 +257,13 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
         "(the scene's `self` fixer, trained once on the training views and shared by its difix runs). "
         f"Written by `difix-ns benchmark` from the runs under {out / 'runs'}.\n\n"
     )
-    (out / "results.md").write_text(header + markdown_tables(results, config.methods))
+    pairs = [(r.name, r.baseline) for r in recipes if r.baseline in config.methods]
+    gains_md = ""
+    if pairs:
+        gains_md = gains_table(results, pairs) + "\n"
+        gains_figure(out / "gains.png", results, pairs)
+    (out / "results.md").write_text(header + gains_md + markdown_tables(results, config.methods))
     CONSOLE.print((out / "results.md").read_text())
-    CONSOLE.print(f"[bold green]Benchmark written:[/bold green] {out / 'results.md'}, {out / 'results.json'}, {out}/grid_*.png")
+    figures = f"{out}/grid_*.png" + (f", {out / 'gains.png'}" if pairs else "")
+    CONSOLE.print(f"[bold green]Benchmark written:[/bold green] {out / 'results.md'}, {out / 'results.json'}, " + figures)
     return results

@@ -22,6 +22,8 @@ class MethodRecipe:
     """Score the post-processed render (`*_fixed` metrics) instead of the raw one."""
     uses_fixer: bool = False
     """Takes the benchmark's fixer options."""
+    baseline: Optional[str] = None
+    """The method this one is measured against in the gains table (the same recipe minus one stage)."""
 
     @property
     def run_key(self) -> str:
@@ -34,11 +36,24 @@ _PROGRESSIVE = ("--pipeline.progressive.enabled=True", "--pipeline.model.postpro
 
 METHODS = {
     "splatfacto": MethodRecipe("splatfacto", "difix-splatfacto", _NO_FIXING),
-    "difix-splatfacto": MethodRecipe("difix-splatfacto", "difix-splatfacto", _PROGRESSIVE, uses_fixer=True),
-    "difix-splatfacto+post": MethodRecipe("difix-splatfacto+post", "difix-splatfacto", _PROGRESSIVE, fixed=True, uses_fixer=True),
+    "difix-splatfacto": MethodRecipe(
+        "difix-splatfacto", "difix-splatfacto", _PROGRESSIVE, uses_fixer=True, baseline="splatfacto"
+    ),
+    "difix-splatfacto+post": MethodRecipe(
+        "difix-splatfacto+post",
+        "difix-splatfacto",
+        _PROGRESSIVE,
+        fixed=True,
+        uses_fixer=True,
+        baseline="difix-splatfacto",
+    ),
     "nerfacto": MethodRecipe("nerfacto", "difix-nerfacto", _NO_FIXING),
-    "difix-nerfacto": MethodRecipe("difix-nerfacto", "difix-nerfacto", _PROGRESSIVE, uses_fixer=True),
-    "difix-nerfacto+post": MethodRecipe("difix-nerfacto+post", "difix-nerfacto", _PROGRESSIVE, fixed=True, uses_fixer=True),
+    "difix-nerfacto": MethodRecipe(
+        "difix-nerfacto", "difix-nerfacto", _PROGRESSIVE, uses_fixer=True, baseline="nerfacto"
+    ),
+    "difix-nerfacto+post": MethodRecipe(
+        "difix-nerfacto+post", "difix-nerfacto", _PROGRESSIVE, fixed=True, uses_fixer=True, baseline="difix-nerfacto"
+    ),
 }
 """Baselines are our methods with the fixer stages off: nerfstudio's own splatfacto needs CUDA, and both of its
 models need network access for LPIPS; with the fixer off ours train exactly like them."""

@@ -6,7 +6,16 @@ import math
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-__all__ = ["RESULTS_SCHEMA", "comparison_grid", "markdown_tables", "summarize", "validate_results"]
+__all__ = [
+    "RESULTS_SCHEMA",
+    "comparison_grid",
+    "gains",
+    "gains_figure",
+    "gains_table",
+    "markdown_tables",
+    "summarize",
+    "validate_results",
+]
 
 _METRICS = {"type": "object", "additionalProperties": {"type": "number"}}
 _BINNED = {
@@ -127,6 +136,84 @@ def markdown_tables(results: dict, methods: Sequence[str]) -> str:
         out += ["", f"## {scene}", ""]
         out += table([(m, [r for r in runs if r["method"] == m and r["scene"] == scene]) for m in methods])
     return "\n".join(out) + "\n"
+
+
+_BINS = ("all", "near", "mid", "far")
+
+
+def gains(
+    results: dict, pairs: Sequence[Tuple[str, str]], key: str
+) -> Dict[Tuple[str, str], Dict[str, Dict[str, float]]]:
+    """Metric `key` of each (method, baseline) pair, method minus baseline: {pair: {bin: {scene: gain}}}.
+
+    Scenes where either run lacks the bin are left out of that bin.
+    """
+    by_run = {(r["scene"], r["method"]): r["metrics"] for r in results["runs"]}
+    out: Dict[Tuple[str, str], Dict[str, Dict[str, float]]] = {}
+    for method, baseline in pairs:
+        per_bin: Dict[str, Dict[str, float]] = {}
+        for group in _BINS:
+            for scene in (s["name"] for s in results["scenes"]):
+                ours, theirs = by_run.get((scene, method)), by_run.get((scene, baseline))
+                if key not in (ours or {}).get(group, {}) or key not in (theirs or {}).get(group, {}):
+                    continue
+                per_bin.setdefault(group, {})[scene] = ours[group][key] - theirs[group][key]
+        out[(method, baseline)] = per_bin
+    return out
+
+
+def gains_table(results: dict, pairs: Sequence[Tuple[str, str]]) -> str:
+    """Markdown: PSNR and SSIM gain of each method over its baseline per bin (mean over scenes), then per scene."""
+    if not pairs:
+        return ""
+    psnr, ssim = gains(results, pairs, "psnr"), gains(results, pairs, "ssim")
+    groups = [g for g in _BINS if any(g in psnr[p] for p in pairs)]
+    header = ["method", "over"] + [f"{k} {g}" for g in groups for k in ("Δpsnr", "Δssim")] + ["Δpsnr far per scene"]
+    lines = ["## Gains over the baseline (method minus baseline, mean over scenes)", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for pair in pairs:
+        cells = list(pair)
+        for g in groups:
+            cells.append(_signed(_mean(list(psnr[pair].get(g, {}).values())), 2))
+            cells.append(_signed(_mean(list(ssim[pair].get(g, {}).values())), 4))
+        far = psnr[pair].get("far", {})
+        cells.append(", ".join(f"{scene} {_signed(v, 2)}" for scene, v in far.items()) or "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _signed(value: float, digits: int) -> str:
+    return "-" if math.isnan(value) else f"{value:+.{digits}f}"
+
+
+def gains_figure(path: Path, results: dict, pairs: Sequence[Tuple[str, str]]) -> None:
+    """PNG: PSNR and SSIM gain per distance bin for each (method, baseline) pair; bars are means, dots scenes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [g for g in ("near", "mid", "far") if any(g in r["metrics"] for r in results["runs"])]
+    fig, axes = plt.subplots(1, 2, figsize=(5 + 1.2 * len(pairs) * len(groups), 3.6), squeeze=False)
+    width = 0.8 / max(len(pairs), 1)
+    for ax, key in zip(axes[0], ("psnr", "ssim")):
+        table = gains(results, pairs, key)
+        for i, pair in enumerate(pairs):
+            xs = [j + (i - (len(pairs) - 1) / 2) * width for j in range(len(groups))]
+            means = [_mean(list(table[pair].get(g, {}).values())) for g in groups]
+            ax.bar(xs, means, width, label=f"{pair[0]} - {pair[1]}")
+            for x, g in zip(xs, groups):
+                scenes = list(table[pair].get(g, {}).values())
+                ax.scatter([x] * len(scenes), scenes, color="black", s=8, zorder=3)
+        ax.axhline(0.0, color="gray", linewidth=0.8)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(groups)
+        ax.set_ylabel(f"{key.upper()} gain" + (" (dB)" if key == "psnr" else ""))
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Gain over the baseline per distance bin (bars: mean over scenes, dots: scenes)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def comparison_grid(path: Path, rows: List[str], columns: List[Tuple[str, Dict[str, Path]]], captions: Dict[Tuple[str, str], str]) -> None:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from difix_ns.benchmark.command import BenchmarkConfig, run_benchmark
-from difix_ns.benchmark.report import validate_results
+from difix_ns.benchmark.report import gains, gains_table, validate_results
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,30 @@ def test_markdown_and_grid_are_written(benchmark_run):
         assert f"| {method} |" in text
     grid = Image.open(config.out / "grid_synth0.png")
     assert grid.format == "PNG" and grid.width > 400
+    assert "| difix-splatfacto | splatfacto |" in text and "| difix-splatfacto+post | difix-splatfacto |" in text
+    assert Image.open(config.out / "gains.png").format == "PNG"
+
+
+def test_gains_are_method_minus_baseline_per_scene_and_bin_computed_from_the_runs(benchmark_run):
+    _, results = benchmark_run
+    pair = ("difix-splatfacto", "splatfacto")
+    table = gains(results, [pair], "psnr")[pair]
+    ours, theirs = results["runs"][1]["metrics"], results["runs"][0]["metrics"]
+    assert set(table) == set(ours) and table["far"]["synth0"] == ours["far"]["psnr"] - theirs["far"]["psnr"]
+
+
+def test_gains_leave_out_scenes_missing_a_run_or_bin():
+    def run(scene, method, far):
+        metrics = {"all": {"psnr": far}, "far": {"psnr": far}}
+        return {"scene": scene, "method": method, "metrics": metrics}
+
+    results = {
+        "scenes": [{"name": "a"}, {"name": "b"}, {"name": "c"}],
+        "runs": [run("a", "base", 10.0), run("a", "ours", 11.5), run("b", "base", 12.0), run("c", "ours", 9.0)],
+    }
+    table = gains(results, [("ours", "base")], "psnr")[("ours", "base")]
+    assert table == {"all": {"a": 1.5}, "far": {"a": 1.5}}, "scene b lacks `ours`, scene c lacks `base`"
+    assert "| ours | base | +1.50 |" in gains_table(results, [("ours", "base")])
 
 
 def test_a_rerun_keeps_finished_runs(benchmark_run, capsys):
