@@ -38,10 +38,11 @@ class BenchmarkConfig:
     iters: int = 1000
     """Training iterations of every method."""
     out: Path = Path("outputs/benchmark")
-    """Output folder (runs, splits, results.json, results.md, PNG grids)."""
+    """Output folder (runs, splits, results.json, results.md, PNG grids, gains.png)."""
     fixer: str = "self"
-    """Fixer back-end of the difix methods: self (a NAFNet each run trains on its scene's training views; no
-    pretrained weights needed), difix (with --fixer-model), nafnet (with --fixer-model), identity."""
+    """Fixer back-end of the difix methods: self (a NAFNet trained once per scene on its training views and shared
+    by that scene's difix runs; no pretrained weights needed), difix (with --fixer-model), nafnet (with
+    --fixer-model), identity."""
     fixer_model: Optional[str] = None
     """Fixer checkpoint: a folder, or a hub id such as nvidia/difix_ref for --fixer difix."""
     max_grid_views: int = 4
