@@ -106,3 +106,18 @@ def test_unknown_method_and_too_few_views_are_clear_errors(tmp_path, synth_scene
         run_benchmark(BenchmarkConfig(methods=("gaussian-magic",), out=tmp_path))
     with pytest.raises(ValueError, match="train_views must be in"):
         run_benchmark(BenchmarkConfig(data=synth_scene, train_views=40, methods=("splatfacto",), out=tmp_path))
+
+
+def test_the_checked_in_default_benchmark_follows_the_schema_and_covers_the_default():
+    from pathlib import Path
+
+    from difix_ns.benchmark.command import BenchmarkConfig
+
+    folder = Path(__file__).parents[2] / "benchmarks" / "results" / "sparse_synthetic"
+    results = json.loads((folder / "results.json").read_text())
+    validate_results(results)
+    default = BenchmarkConfig()
+    assert {(r["scene"], r["method"]) for r in results["runs"]} == {
+        (f"synth{seed}", method) for seed in default.seeds for method in default.methods
+    }, "benchmarks/results/sparse_synthetic must be the output of the default command"
+    assert results["config"]["iters"] == default.iters
