@@ -93,6 +93,7 @@ def main() -> None:
 
     from rich.console import Console
 
+    from difix_ns.benchmark.report import summarize
     from difix_ns.fixers.config import FixerConfig
     from difix_ns.metrics import psnr
 
@@ -129,9 +130,8 @@ def main() -> None:
             scores.update({k: psnr(_fix(f, render), truth) for k, f in loaded.items()})
             views.append({"scene": name, "view": filename, "bin": label, "psnr": scores})
 
-    groups = {"all": views, **{b: [v for v in views if v["bin"] == b] for b in ("near", "mid", "far")}}
-    rows = {g: {k: float(np.mean([v["psnr"][k] for v in vs])) for k in _VARIANTS} for g, vs in groups.items() if vs}
-    counts = {g: len(vs) for g, vs in groups.items() if vs}
+    rows = summarize([{"bin": v["bin"], "metrics": v["psnr"]} for v in views])
+    counts = {g: sum(g in ("all", v["bin"]) for v in views) for g in rows}
     args.out.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": str(args.benchmark),
