@@ -12,7 +12,7 @@ from difix_ns.benchmark.command import BenchmarkConfig
 from difix_ns.data.curate import CurateConfig
 from difix_ns.data.synth import SynthConfig
 from difix_ns.demo import DemoConfig
-from difix_ns.fixers.fix_command import FixCommandConfig
+from difix_ns.fix_command import FixCommandConfig
 from difix_ns.training.train_fixer import TrainFixerConfig
 
 
@@ -28,9 +28,20 @@ def _subcommands() -> dict:
     }
 
 
+def _description(config: object) -> str:
+    """The first paragraph of the config class's docstring, on one line: the job's description in `--help`.
+
+    tyro shows a class docstring only for a subcommand it builds itself, not for one given as a default instance,
+    so `difix-ns --help` would list the jobs with no description."""
+    doc = (type(config).__doc__ or "").strip()
+    return " ".join(doc.split("\n\n")[0].split())
+
+
 def entrypoint() -> None:
     """Parse `difix-ns <job> [options]` and run the job."""
-    tyro.cli(tyro.extras.subcommand_type_from_defaults(_subcommands())).main()
+    jobs = _subcommands()
+    descriptions = {name: _description(config) for name, config in jobs.items()}
+    tyro.cli(tyro.extras.subcommand_type_from_defaults(jobs, descriptions)).main()
 
 
 if __name__ == "__main__":
