@@ -10,7 +10,8 @@ the weighting of pseudo views in the loss.
 - Viewer (custom elements): a checkbox turns post-processing on and off live, a dropdown picks the reference mode,
   a read-only number shows the fixer's last latency. In a viewer render the displayed `rgb` is the fixed image
   (`rgb_raw` keeps the render), and the fixer runs with the viewer's training lock released, so the lock is held
-  for the render only.
+  for the render only. The latency read-out is set during every render, so it must not re-render the viewer
+  (`_ViewerReadout`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,22 @@ def _released(lock: Optional[threading.Lock]) -> Iterator[None]:
         lock.acquire()
 
 
+class _ViewerReadout(ViewerNumber):
+    """A read-only number shown in the viewer, set by the model; updating it does not re-render.
+
+    nerfstudio's viewer hooks every custom element's update to a re-render ("move": a low-resolution render), and
+    viser runs update callbacks on values set by the server too. A read-out set during each render would therefore
+    start the next low-resolution render forever: the viewer never reaches full resolution and never idles. The
+    user cannot edit a read-out, so installing it without an update callback loses nothing.
+    """
+
+    def __init__(self, name: str, default_value: float) -> None:
+        super().__init__(name, default_value, disabled=True)
+
+    def install(self, viser_server) -> None:
+        self._create_gui_handle(viser_server)  # no on_update hook: nothing to react to, no re-render
+
+
 @dataclass
 class DifixFixingConfig:
     """Model settings of the Difix3D(+) additions, shared by difix-splatfacto and difix-nerfacto."""
@@ -97,7 +114,7 @@ class DifixFixingMixin:
             hint="Fix every render with the configured fixer (Difix3D+); the displayed RGB is the fixed one.",
         )
         self.viewer_reference = ViewerDropdown("Fixer reference", default_value=reference, options=list(REFERENCE_MODES))
-        self.viewer_fixer_latency = ViewerNumber("Fixer latency (ms)", default_value=0.0, disabled=True)
+        self.viewer_fixer_latency = _ViewerReadout("Fixer latency (ms)", default_value=0.0)
 
     def get_fixer(self):
         """The fixer of `config.fixer`, built at first use (thread-safe)."""
