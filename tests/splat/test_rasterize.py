@@ -198,6 +198,7 @@ def test_too_few_sh_coefficients_raise_value_error():
         rasterization(**args, sh_degree=2)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (gsplat's fused kernels)")
 def test_cuda_path_matches_cpu_path():
     args = _valid_args()
