@@ -1,4 +1,5 @@
-"""Fixtures of the viewer tests: a tiny trained difix-splatfacto run, and nerfstudio's viewer serving it.
+"""Fixtures of the tests of what a user watches of a trained run (the viewer, ns-render videos): a tiny trained
+difix-splatfacto run, and nerfstudio's viewer serving it.
 
 The viewer is started from code exactly as `ns-viewer` starts it (`eval_setup`, nerfstudio's `Viewer`, the local
 writer, `init_scene`, `update_scene`), in this process, so that the tests can read the model's state and record
@@ -56,6 +57,7 @@ def train_tiny_splatfacto(folder: Path, iterations: int = 5) -> Path:
             str(BIN / "ns-train"), "difix-splatfacto", f"--data={folder / 'scene'}", f"--output-dir={folder / 'out'}",
             "--experiment-name=e", "--timestamp=t", f"--max-num-iterations={iterations}",
             f"--steps-per-save={iterations}", "--vis=tensorboard",
+            "--pipeline.model.fixer.backend=identity",  # cheap and offline; the viewer tests set their own fixer
         ],
         folder,
     )
