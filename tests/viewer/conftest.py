@@ -91,10 +91,10 @@ class RenderLog:
             return [r for r in self.renders if r[0] >= start]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def served(tiny_run):
     """nerfstudio's viewer on 127.0.0.1 serving the tiny run, post-processing initially off, with a fixer that
-    inverts colours; yields (viewer, model, url, render log)."""
+    inverts colours; yields (viewer, model, url, render log). One per test module, stopped after it."""
     from nerfstudio.utils.eval_utils import eval_setup  # first: importing nerfstudio's writer first is circular
     from nerfstudio.viewer.viewer import Viewer
     from nerfstudio.utils import writer
