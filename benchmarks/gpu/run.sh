@@ -17,7 +17,7 @@
 # Python: $PYTHON if set; else the repository's .venv for the dry run if there is one; else python3.
 set -euo pipefail
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit "${1:-2}"; }
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DRY=0
 WHEELS="$REPO/benchmarks/gpu/wheels"
@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
     --skip-optional) EXTRA+=(--skip-optional) ;;
     --wheels) WHEELS="$2"; shift ;;
     --work) WORK="$2"; shift ;;
-    -h|--help) usage ;;
+    -h|--help) usage 0 ;;
     -*) echo "unknown option $1" >&2; usage ;;
     *) [ -z "$OUT" ] || usage; OUT="$1" ;;
   esac

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -156,6 +157,7 @@ class Runner:
         }  # fmt: skip
         self.records: Dict[str, Record] = {}
         self.background: Dict[str, tuple] = {}
+        self.current: Optional[subprocess.Popen] = None  # the foreground step's process, ended if we are stopped
 
     def left(self) -> float:
         return self.deadline - time.time() - RESERVE_S
@@ -207,24 +209,28 @@ class Runner:
         started = time.time()
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=_env(self.paths, step))
         if step.background:
-            self.background[step.name] = (proc, log, started)
+            ended: List[float] = []
+            threading.Thread(target=lambda: (proc.wait(), ended.append(time.time())), daemon=True).start()
+            self.background[step.name] = (proc, log, started, ended)
             rec.status = "running"
             self.save()
             return
+        self.current = proc
         self._finish(rec, proc, log, started)
+        self.current = None
 
     def _wait(self, name: str) -> None:
-        proc, log, started = self.background.pop(name)
-        self._finish(self.records[name], proc, log, started)
+        proc, log, started, ended = self.background.pop(name)
+        self._finish(self.records[name], proc, log, started, ended)
 
-    def _finish(self, rec: Record, proc: subprocess.Popen, log, started: float) -> None:
+    def _finish(self, rec: Record, proc: subprocess.Popen, log, started: float, ended: Sequence[float] = ()) -> None:
         try:
             rc = proc.wait(timeout=max(rec.timeout_s - (time.time() - started) + 30, 1))
         except subprocess.TimeoutExpired:  # `timeout` itself should have ended it: make sure
             proc.kill()
             rc = proc.wait()
         log.close()
-        rec.seconds, rec.returncode = round(time.time() - started, 1), rc
+        rec.seconds, rec.returncode = round((ended[0] if ended else time.time()) - started, 1), rc
         rec.status = "passed" if rc == 0 else ("timeout" if rc in (124, 137) else "failed")
         if rec.status == "timeout":
             rec.reason = f"stopped at its {rec.timeout_s} s limit"
@@ -258,9 +264,11 @@ def run(out: Path, work: Path, wheels: Path, started: float) -> int:
     except KeyboardInterrupt:
         print("[gpu run] interrupted: writing the summary of what ran", flush=True)
     finally:
-        for proc, log, _ in runner.background.values():
+        for proc, log, *_ in runner.background.values():
             proc.kill()
             log.close()
+        if runner.current is not None:
+            runner.current.kill()
         runner.save()
         result = summary.write(work, out, started=started, budget_s=BUDGET_S)
         with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
@@ -364,6 +372,12 @@ def dry_run(out: Path, wheels: Optional[Path], skip_optional: bool = False) -> i
         checks.append(Check(f"file {rel}", (REPO / rel).is_file()))
     checks.append(Check("budget", BUDGET_S + 30 <= 600 and all(s.timeout_s <= BUDGET_S for s in STEPS), True,
                         f"{BUDGET_S} s for the whole run, every step capped by what is left of it"))  # fmt: skip
+    names = [s.name for s in STEPS]
+    bad_needs = [f"{s.name} needs {n}" for i, s in enumerate(STEPS) for n in s.needs if n not in names[:i]]
+    unwaited = [s.name for s in STEPS if s.background and not any(s.name in t.needs for t in STEPS)]
+    checks.append(Check("step order", not bad_needs and not unwaited and len(set(names)) == len(names), True,
+                        "; ".join(bad_needs + [f"{u}: background, nothing waits for it" for u in unwaited])
+                        or " -> ".join(names)))  # fmt: skip
     marked, covered = _cuda_marked_files(), {f for s in STEPS for f in s.pytest_files}
     uncovered = [f for f in marked if f not in covered]
     checks.append(Check("every cuda-marked test file is run", not uncovered, True,

@@ -9,7 +9,7 @@
 # met by the folder or the GPU image, and wheels + tracked files within the 64 MiB that travel with a call.
 # Sizes as built here: required 13 MiB, with --optional 29 MiB.
 #
-# Then, with the device tool: run(command="bash benchmarks/gpu/run.sh $OUT", carry=["benchmarks/gpu/wheels"]).
+# Then take benchmarks/gpu/wheels/ along with the repository to the GPU machine and run benchmarks/gpu/run.sh there.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -18,7 +18,7 @@ DIR=""
 for arg in "$@"; do
   case "$arg" in
     --optional) OPTIONAL=--optional ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     -*) echo "unknown option $arg" >&2; exit 2 ;;
     *) DIR="$arg" ;;
   esac
