@@ -43,7 +43,7 @@ def _grads(device: str, scene):
     from difix_ns.splat.rasterize import rasterization
 
     params, viewmats, Ks, width, height, sh_degree, (w_rgb, w_alpha) = scene
-    leaves = {k: v.to(device).requires_grad_() for k, v in params.items()}
+    leaves = {k: v.detach().clone().to(device).requires_grad_() for k, v in params.items()}
     rgb, alpha, info = rasterization(
         leaves["means"], leaves["quats"], leaves["scales"], leaves["opacities"], leaves["colors"],
         viewmats.to(device), Ks.to(device), width, height, sh_degree=sh_degree,
