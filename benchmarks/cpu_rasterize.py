@@ -182,7 +182,8 @@ def _bench_cuda(
                "speedup_forward_backward": cpu_full / full[0]}  # fmt: skip
     worst = min(grads.items(), key=lambda kv: kv[1]["cosine"])
     return [
-        f"  gsplat fused CUDA forward          min {fwd[0]:8.2f} ms   median {fwd[1]:8.2f} ms   ({cpu_fwd / fwd[0]:.0f}x CPU)",
+        f"  gsplat fused CUDA forward          min {fwd[0]:8.2f} ms   median {fwd[1]:8.2f} ms"
+        f"   ({cpu_fwd / fwd[0]:.0f}x CPU)",
         f"  gsplat fused CUDA forward+backward min {full[0]:8.2f} ms   median {full[1]:8.2f} ms"
         f"   ({cpu_full / full[0]:.0f}x CPU)",
         f"  CUDA vs CPU: max |rgb| {parity['rgb_max_abs']:.2e}, mean |rgb| {parity['rgb_mean_abs']:.2e}, "

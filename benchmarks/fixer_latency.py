@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet of 'ours'")
     parser.add_argument("--also-compile", action="store_true",
-                        help="time 'ours' eager, then again with torch.compile (compiled anew for each size)")  # fmt: skip
+                        help="time 'ours' eager, then with torch.compile (compiled anew for each size)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()

@@ -70,7 +70,9 @@ FIXER_IMPORTS = (
     "difix_ns.fixers.difix", "difix_ns.fixers.testing", "difix_ns.fixers.difix_checkpoint", "diffusers",
     "diffusers.models.attention_processor", "transformers", "peft", "safetensors.torch",
 )  # fmt: skip
-RASTERIZE_IMPORTS = ("difix_ns.splat.rasterize", "gsplat.rendering", "gsplat.cuda._torch_impl", "difix_ns.splat.composite")
+RASTERIZE_IMPORTS = (
+    "difix_ns.splat.rasterize", "difix_ns.splat.composite", "gsplat.rendering", "gsplat.cuda._torch_impl",
+)  # fmt: skip
 
 STEPS: List[Step] = [
     Step("env", "machine: GPU, driver, torch, CUDA", ["{python}", "{here}/probe.py", "env", "{data}/env.json"], 30,

@@ -40,9 +40,10 @@ def test_dry_run_passes(tmp_path):
     report = json.loads((tmp_path / "out" / "dry_run.json").read_text())
     assert report["ok"]
     checks = {c["name"]: c for c in report["checks"]}
-    for name in ("imports (required steps)", "pytest collects cuda_tests_fixers", "pytest collects cuda_tests_rasterize",
-                 "benchmarks/fixer_latency.py --help", "benchmarks/cpu_rasterize.py --help",
-                 "benchmarks/progressive_overhead.py --help", "wheel list consistent", "budget"):  # fmt: skip
+    for name in ("imports (required steps)", "pytest collects cuda_tests_fixers",
+                 "pytest collects cuda_tests_rasterize", "benchmarks/fixer_latency.py --help",
+                 "benchmarks/cpu_rasterize.py --help", "benchmarks/progressive_overhead.py --help",
+                 "wheel list consistent", "budget", "step order"):  # fmt: skip
         assert checks[name]["ok"], checks[name]
     assert "4 cuda tests" in checks["pytest collects cuda_tests_fixers"]["detail"]
     assert (tmp_path / "out" / "dry_run.md").read_text().startswith("# GPU run: dry run")
@@ -136,7 +137,8 @@ def _fake_run(work: Path) -> None:
     params = {k: v.requires_grad_() for k, v in raster._scene(60, 1, 0).items()}
     _, numbers = raster._bench_size(params, 16, 1, 1)
     _, parity = raster._bench_cuda(params, 16, 1, 1, numbers, device="cpu")  # the code path, CPU against itself
-    raster._write(data / "rasterize.json", {"num_gaussians": 60, "sh_degree": 1, "threads": 2, "sizes": [{**numbers, **parity}]})
+    raster._write(data / "rasterize.json",
+                  {"num_gaussians": 60, "sh_degree": 1, "threads": 2, "sizes": [{**numbers, **parity}]})
     (data / "cuda_tests_fixers.xml").write_text(
         '<testsuites><testsuite><testcase classname="tests.gpu.test_cuda_fixers" name="test_a" time="1.5"/>'
         '<testcase classname="tests.gpu.test_cuda_fixers" name="test_b" time="2"><failure message="bf16 vs fp32: '
