@@ -5,6 +5,10 @@ renders of novel cameras) to them. difix-splatfacto samples whole images (`FullI
 samples rays from images held in the main process (`VanillaDataManager`: nerfacto's default
 `ParallelDataManager` caches images inside worker processes, where views added later would be invisible).
 
+Before nerfstudio parses the dataset and caches any image, `validate_data` checks it
+(`difix_ns.data.validate`): every unreadable, truncated, missing or mis-sized image, bad pose or intrinsics and
+empty split is listed in one `DatasetError`, within seconds of start and before the model is built.
+
 Pseudo views (`difix_ns.progressive.PseudoViews`) are handed over with `set_pseudo_views` and kept apart from the
 real views (nerfstudio's own lists and cameras stay untouched, so its reloads cannot drop them). While there are
 any, a share `pseudo_fraction` of the training signal comes from them:
@@ -19,7 +23,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Dict, Generic, List, Optional, Tuple, Type
+from typing import Dict, Generic, List, Literal, Optional, Tuple, Type, Union
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -35,6 +39,7 @@ from nerfstudio.data.datamanagers.base_datamanager import (
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
+from difix_ns.data.validate import DatasetError, install_dataset_error_hook, validate_dataset
 from difix_ns.progressive.state import PseudoViews
 
 __all__ = [
@@ -43,6 +48,7 @@ __all__ = [
     "DifixFullImageDatamanagerConfig",
     "DifixVanillaDataManager",
     "DifixVanillaDataManagerConfig",
+    "validate_data",
 ]
 
 
@@ -57,6 +63,25 @@ def check_data_path(config: DataManagerConfig) -> None:
         raise FileNotFoundError(f"data folder {data} does not exist. {hint}")
     if isinstance(config.dataparser, NerfstudioDataParserConfig) and data.is_dir() and not (data / "transforms.json").is_file():
         raise FileNotFoundError(f"data folder {data} has no transforms.json. {hint}")
+
+
+def validate_data(config: DataManagerConfig, test_mode: str) -> None:
+    """Check the dataset before nerfstudio loads it: a `DatasetError` lists every problem with its file name.
+
+    Parses the training split and the split nerfstudio evaluates on ("val" while training, "test" in ns-eval) once
+    more with the configured parser and checks images, cameras and splits (`difix_ns.data.validate`). Skipped in
+    test_mode "inference" (no image is read then) and with `validate_data=False`. Uncaught, the error prints as one
+    message without a traceback (`install_dataset_error_hook`).
+    """
+    check_data_path(config)
+    if test_mode == "inference" or not getattr(config, "validate_data", True):
+        return
+    data = config.data if config.data is not None else config.dataparser.data
+    try:
+        validate_dataset(data, config.dataparser, splits=("train", "test" if test_mode == "test" else "val"))
+    except DatasetError:
+        install_dataset_error_hook()
+        raise
 
 
 def _check_fraction(value: float) -> None:
@@ -105,6 +130,8 @@ class DifixFullImageDatamanagerConfig(FullImageDatamanagerConfig):
     _target: Type = field(default_factory=lambda: DifixFullImageDatamanager)
     pseudo_fraction: float = 0.3
     """Share of training steps that draw a pseudo view while there are any (the paper's 70% real / 30% pseudo)."""
+    validate_data: bool = True
+    """Check every image, camera and split before loading (one error listing every problem with its file name)."""
 
 
 class DifixFullImageDatamanager(FullImageDatamanager, Generic[TDataset]):
@@ -112,9 +139,17 @@ class DifixFullImageDatamanager(FullImageDatamanager, Generic[TDataset]):
 
     config: DifixFullImageDatamanagerConfig
 
-    def __init__(self, config: DifixFullImageDatamanagerConfig, *args, **kwargs) -> None:
-        check_data_path(config)
-        super().__init__(config, *args, **kwargs)
+    def __init__(
+        self,
+        config: DifixFullImageDatamanagerConfig,
+        device: Union[torch.device, str] = "cpu",
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        **kwargs,
+    ) -> None:
+        validate_data(config, test_mode)  # before nerfstudio parses and caches the images
+        super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
         self._pseudo = _PseudoViewHolder(config.pseudo_fraction, config.train_cameras_sampling_seed)
 
     @property
@@ -155,6 +190,8 @@ class DifixVanillaDataManagerConfig(VanillaDataManagerConfig):
     """Share of each ray batch sampled from pseudo views while there are any (the paper's 70% real / 30% pseudo)."""
     pseudo_sampling_seed: int = 42
     """Seed of the pseudo-ray sampling."""
+    validate_data: bool = True
+    """Check every image, camera and split before loading (one error listing every problem with its file name)."""
 
 
 def _cat_ray_bundles(a: RayBundle, b: RayBundle) -> RayBundle:
@@ -178,9 +215,17 @@ class DifixVanillaDataManager(VanillaDataManager, Generic[TDataset]):
 
     config: DifixVanillaDataManagerConfig
 
-    def __init__(self, config: DifixVanillaDataManagerConfig, *args, **kwargs) -> None:
-        check_data_path(config)
-        super().__init__(config, *args, **kwargs)
+    def __init__(
+        self,
+        config: DifixVanillaDataManagerConfig,
+        device: Union[torch.device, str] = "cpu",
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        **kwargs,
+    ) -> None:
+        validate_data(config, test_mode)  # before nerfstudio parses and caches the images
+        super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
         self._pseudo = _PseudoViewHolder(config.pseudo_fraction, config.pseudo_sampling_seed)
         self._pseudo_generator = torch.Generator().manual_seed(config.pseudo_sampling_seed)
 
