@@ -23,6 +23,7 @@ from pathlib import Path
 def _config(scene: Path, out: Path, name: str, args: argparse.Namespace, progressive: bool):
     from difix_ns.fixers.config import FixerConfig
     from difix_ns.method_configs.difix_splatfacto import difix_splatfacto
+    from difix_ns.runner import splatfacto_schedule
 
     config = copy.deepcopy(difix_splatfacto.config)
     config.pipeline.datamanager.data = scene
@@ -35,10 +36,8 @@ def _config(scene: Path, out: Path, name: str, args: argparse.Namespace, progres
         config.machine.device_type = args.device
     model = config.pipeline.model
     # small images: no coarse-to-fine stage; densify in the middle of the budget (as `make demo` does)
-    model.num_downscales = 0
-    model.warmup_length = args.iterations // 4
-    model.refine_every = max(args.iterations // 10, 10)
-    model.stop_split_at = int(args.iterations * 0.75)
+    for name, value in splatfacto_schedule(args.iterations).items():
+        setattr(model, name, value)
     model.postprocess = False  # training time only (post-processing runs at render time)
     config.pipeline.progressive.enabled = progressive
     config.pipeline.progressive.fix_start = args.fix_every

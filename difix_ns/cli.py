@@ -12,7 +12,7 @@ from difix_ns.benchmark.command import BenchmarkConfig
 from difix_ns.data.curate import CurateConfig
 from difix_ns.data.synth import SynthConfig
 from difix_ns.demo import DemoConfig
-from difix_ns.fixers.fix_command import FixCommandConfig
+from difix_ns.fix_command import FixCommandConfig
 from difix_ns.training.train_fixer import TrainFixerConfig
 
 

@@ -3,6 +3,8 @@
 Glue only (the math is in `difix_ns.progressive`):
 - at construction it gives the model the training views (poses + images on demand) that post-processing uses as
   references;
+- before the first training step (`DifixTrainer` calls `settle_fixer(run folder)`) the fixer is settled: the `self`
+  fixer is trained on the training views into the run folder, or reused from there or from the checkpoint;
 - one training callback, after the model's own at AFTER_TRAIN_ITERATION (splatfacto's densification must see
   its own render first), runs `progressive_update` on the steps `ProgressiveConfig.is_update_step` names: the
   model renders the novel cameras in eval mode without gradients, its fixer fixes them, the data manager gets
@@ -35,8 +37,9 @@ from difix_ns.training.self_fixer import SelfFixerConfig
 __all__ = ["DifixPipeline", "DifixPipelineConfig", "PSEUDO_VIEWS_FOLDER"]
 
 PSEUDO_VIEWS_FOLDER = "difix_pseudo"
-SELF_FIXER_FOLDER = "difix_self_fixer"
 """Folder of the run where each update writes its pseudo views (`step-NNNNNNNNN/`)."""
+SELF_FIXER_FOLDER = "difix_self_fixer"
+"""Folder of the run where the `self` fixer is made (curated pairs, NAFNet training)."""
 
 
 @dataclass
@@ -92,7 +95,7 @@ class DifixPipeline(VanillaPipeline):
             raise ValueError(f"progressive.targets={config.targets!r} gives no cameras")
         return subsample(cameras, config.max_views)
 
-    # ---------------------------------------------------------------- the update
+    # ---------------------------------------------------------------- rendering
     def _render(self, camera: Cameras) -> Tuple[Tensor, Tensor]:
         """Raw render (rgb [H, W, 3], alpha [H, W, 1]) of one camera in eval mode, without post-processing."""
         model = self.model
@@ -100,12 +103,12 @@ class DifixPipeline(VanillaPipeline):
         model.eval()
         try:
             with torch.no_grad():
-                outputs = _raw_outputs(model, camera.to(model.device))
+                outputs = model.get_outputs_for_camera(camera.to(model.device), postprocess=False)
         finally:
             model.train(was_training)
         return outputs["rgb"], outputs["accumulation"]
 
-    # ---------------------------------------------------------------- the self-trained fixer
+    # ---------------------------------------------------------------- the fixer stage (before training)
     def _needs_self_fixer(self) -> bool:
         fixer = self.model.config.fixer
         return fixer.backend == "self" and fixer.checkpoint is None
@@ -115,23 +118,22 @@ class DifixPipeline(VanillaPipeline):
         config = dataclasses.replace(self.model.config.fixer, checkpoint=str(folder))
         self.model.set_fixer(config.setup())
 
-    def train_self_fixer(self) -> Path:
-        """Train (or reuse, when the run folder has it) the NAFNet of `fixer.backend == "self"` on this scene's
-        training views only, and make it the model's fixer."""
-        if self._output_dir is None:
-            raise ValueError("the self-trained fixer needs the run's output folder (set when training starts)")
-        from difix_ns.training.self_fixer import train_self_fixer as train
+    def settle_fixer(self, run_dir: Path) -> None:
+        """Before the first training step: remember the run folder (pseudo views are written there) and make the
+        `self` fixer, trained on this scene's training views only into `run_dir/difix_self_fixer` (reused when
+        that folder or the loaded checkpoint has it)."""
+        from difix_ns.training.self_fixer import train_self_fixer
 
+        self._output_dir = Path(run_dir)
+        if not self._needs_self_fixer() or self.self_fixer_path is not None:
+            return
         data = Path(self.datamanager.dataparser.config.data)
-        CONSOLE.log(f"difix: training the self fixer on the training views of {data}")
-        folder = train(data, self._output_dir / SELF_FIXER_FOLDER, self.config.self_fixer)
-        self._use_self_fixer(folder)
-        return folder
+        CONSOLE.log(f"difix: the self fixer, trained on the training views of {data} (before the first step)")
+        self._use_self_fixer(train_self_fixer(data, self._output_dir / SELF_FIXER_FOLDER, self.config.self_fixer))
 
+    # ---------------------------------------------------------------- the update
     def run_progressive_update(self, step: int) -> ProgressiveState:
         """Run one progressive update now (as after training step `step`); returns the new state."""
-        if self._needs_self_fixer() and self.self_fixer_path is None:
-            self.train_self_fixer()
         fixer = self.model.get_fixer()
         self.progressive_state = progressive_update(
             self.progressive_state,
@@ -140,12 +142,10 @@ class DifixPipeline(VanillaPipeline):
             self.novel_camera_targets(),
             self._training_views,
             self._render,
-            fixer.fix if getattr(fixer, "supports_refs", True) else (lambda images, refs: fixer.fix(images, None)),
+            fixer.fix if fixer.supports_refs else (lambda images, refs: fixer.fix(images, None)),
         )
         self.datamanager.set_pseudo_views(self.progressive_state.pseudo)
-        if self.config.progressive.save_views and self._output_dir is not None and self.progressive_state.pseudo:
-            folder = self._output_dir / PSEUDO_VIEWS_FOLDER / f"step-{step:09d}"
-            write_pseudo_views(folder, self.progressive_state.pseudo, self._training_views.names, step)
+        self._save_pseudo_views(step)
         record = self.progressive_state.history[-1]
         CONSOLE.log(
             f"difix progressive update {self.progressive_state.num_updates} at step {step}: "
@@ -154,15 +154,21 @@ class DifixPipeline(VanillaPipeline):
         )
         return self.progressive_state
 
+    def _save_pseudo_views(self, step: int) -> None:
+        if not (self.config.progressive.save_views and self.progressive_state.pseudo):
+            return
+        if self._output_dir is None:
+            CONSOLE.log("[yellow]difix: pseudo views not written: the pipeline has no run folder (settle_fixer)")
+            return
+        folder = self._output_dir / PSEUDO_VIEWS_FOLDER / f"step-{step:09d}"
+        write_pseudo_views(folder, self.progressive_state.pseudo, self._training_views.names, step)
+
     def _progressive_callback(self, step: int) -> None:
         if self.config.progressive.is_update_step(step) and step > self.progressive_state.last_update_step:
             self.run_progressive_update(step)
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
         callbacks = super().get_training_callbacks(training_callback_attributes)
-        trainer = training_callback_attributes.trainer
-        if trainer is not None and getattr(trainer, "base_dir", None) is not None:
-            self._output_dir = Path(trainer.base_dir)
         if self.config.progressive.enabled:
             # last in the list: after the model's own AFTER_TRAIN_ITERATION callbacks (densification)
             callbacks.append(
@@ -187,12 +193,3 @@ class DifixPipeline(VanillaPipeline):
             if not folder.is_dir():
                 raise FileNotFoundError(f"the run's self-trained fixer {folder} is missing (it lives in the run folder)")
             self._use_self_fixer(folder)
-
-
-def _raw_outputs(model: Any, camera: Cameras) -> Dict[str, Tensor]:
-    """The model's render of `camera` without post-processing (the fixing mixin's parent implementation)."""
-    from difix_ns.models.fixing import DifixFixingMixin
-
-    if isinstance(model, DifixFixingMixin):
-        return super(DifixFixingMixin, model).get_outputs_for_camera(camera)  # type: ignore[misc]
-    return model.get_outputs_for_camera(camera)

@@ -11,18 +11,18 @@ from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from difix_ns.data.datamanagers import DifixVanillaDataManagerConfig
 from difix_ns.method_configs._common import default_machine
 from difix_ns.models.difix_nerfacto import DifixNerfactoModelConfig
 from difix_ns.pipeline import DifixPipelineConfig
+from difix_ns.trainer import DifixTrainerConfig
 
 __all__ = ["difix_nerfacto"]
 
 difix_nerfacto = MethodSpecification(
-    config=TrainerConfig(
+    config=DifixTrainerConfig(
         method_name="difix-nerfacto",
         steps_per_eval_batch=500,
         steps_per_save=2000,

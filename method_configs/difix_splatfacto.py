@@ -10,13 +10,13 @@ from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from difix_ns.data.datamanagers import DifixFullImageDatamanagerConfig
 from difix_ns.method_configs._common import default_machine
 from difix_ns.models.difix_splatfacto import DifixSplatfactoModelConfig
 from difix_ns.pipeline import DifixPipelineConfig
+from difix_ns.trainer import DifixTrainerConfig
 
 __all__ = ["difix_splatfacto", "splatfacto_optimizers"]
 
@@ -43,7 +43,7 @@ def splatfacto_optimizers(max_steps: int = 30000) -> dict:
 
 
 difix_splatfacto = MethodSpecification(
-    config=TrainerConfig(
+    config=DifixTrainerConfig(
         method_name="difix-splatfacto",
         steps_per_eval_image=100,
         steps_per_eval_batch=0,

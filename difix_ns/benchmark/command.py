@@ -112,7 +112,7 @@ def _train_and_evaluate(
     import torch
 
     from difix_ns.benchmark.methods import budget_args, fixer_args
-    from difix_ns.benchmark.runs import run_ns_train
+    from difix_ns.runner import run_ns_train
     from difix_ns.evaluation import evaluate_views
 
     args = budget_args(recipe, config.iters, cpu=not torch.cuda.is_available()) + list(recipe.args)
@@ -198,57 +198,58 @@ def _fid(run_dir: Path, fixed: bool) -> float:
     return float(fid.compute())
 
 
-def run_benchmark(config: BenchmarkConfig) -> dict:
-    """Run (or resume) the benchmark; returns the results written to results.json."""
+def _run_scene(config: BenchmarkConfig, scene: str, source: Path, recipes, fid: Dict[str, object]) -> Tuple[dict, List[dict]]:
+    """Split one scene, train (or resume) every method on it and score it; returns the scene entry and the runs."""
     from nerfstudio.utils.rich_utils import CONSOLE
 
-    from difix_ns.benchmark.methods import METHODS
-    from difix_ns.benchmark.report import gains_figure, gains_table, markdown_tables, summarize, validate_results
-    from difix_ns.benchmark.split import choose_split, read_frames, write_split_dataset
+    from difix_ns.benchmark.report import summarize
+    from difix_ns.benchmark.split import choose_split, write_split_dataset
+    from difix_ns.data.scene_io import read_transforms
 
-    _check(config)
+    meta = read_transforms(source)
+    split = choose_split(meta, config.train_every, config.train_views)
+    split_folder = write_split_dataset(source, meta, split, Path(config.out) / "splits" / scene)
+    runs_dir = Path(config.out) / "runs" / scene
+    fixer_model, fixer_seconds, runs = config.fixer_model, 0.0, []
+    for recipe in recipes:
+        run_dir = runs_dir / recipe.run_key
+        if recipe.uses_fixer and config.fixer == "self" and fixer_model is None:
+            CONSOLE.rule(f"[bold]{scene}: the self fixer (training views only), shared by the difix runs")
+            path, fixer_seconds = _shared_self_fixer(config, split_folder, runs_dir / "self_fixer")
+            fixer_model = str(path.resolve())
+        if (run_dir / "result.json").is_file():
+            CONSOLE.print(f"{scene}/{recipe.run_key}: finished earlier, kept ({run_dir / 'result.json'})")
+            run = json.loads((run_dir / "result.json").read_text())
+        else:
+            CONSOLE.rule(f"[bold]{scene}: {recipe.run_key} ({recipe.method}, {config.iters} iterations)")
+            run = _train_and_evaluate(recipe, split_folder, run_dir, config, fixer_model)
+        views = _scored_views(run, split, recipe.fixed)
+        metrics = summarize(views)
+        if fid["available"]:
+            metrics["all"]["fid"] = _fid(run_dir, recipe.fixed)
+        runs.append(
+            {
+                "scene": scene,
+                "method": recipe.name,
+                "wall_seconds": run["wall_seconds"],
+                "fixer_seconds": fixer_seconds if recipe.uses_fixer else 0.0,
+                "seconds_per_iteration": run["seconds_per_iteration"],
+                "peak_memory_mb": run["peak_memory_mb"],
+                "metrics": metrics,
+                "views": views,
+            }
+        )
+    _grid(config, scene, split, runs_dir, recipes)
+    return {"name": scene, "split": split.to_dict()}, runs
+
+
+def _write_reports(config: BenchmarkConfig, results: dict, recipes, fid: Dict[str, object]) -> None:
+    """results.json, results.md (gains table first) and gains.png."""
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    from difix_ns.benchmark.report import gains_figure, gains_table, markdown_tables, validate_results
+
     out = Path(config.out)
-    recipes = [METHODS[m] for m in config.methods]
-    fid = _fid_status()
-    if not fid["available"]:
-        CONSOLE.print(f"[yellow]{fid['reason']}[/yellow]")
-    results = {"version": 1, "config": json.loads(json.dumps(asdict(config), default=str)), "scenes": [], "runs": [], "fid": fid}
-    for scene, source in _scenes(config):
-        meta = read_frames(source)
-        split = choose_split(meta, config.train_every, config.train_views)
-        split_folder = write_split_dataset(source, meta, split, out / "splits" / scene)
-        results["scenes"].append({"name": scene, "split": split.to_dict()})
-        runs_dir = out / "runs" / scene
-        fixer_model, fixer_seconds = config.fixer_model, 0.0
-        for recipe in recipes:
-            run_dir = runs_dir / recipe.run_key
-            if recipe.uses_fixer and config.fixer == "self" and fixer_model is None:
-                CONSOLE.rule(f"[bold]{scene}: the self fixer (training views only), shared by the difix runs")
-                path, fixer_seconds = _shared_self_fixer(config, split_folder, runs_dir / "self_fixer")
-                fixer_model = str(path.resolve())
-            if (run_dir / "result.json").is_file():
-                CONSOLE.print(f"{scene}/{recipe.run_key}: finished earlier, kept ({run_dir / 'result.json'})")
-                run = json.loads((run_dir / "result.json").read_text())
-            else:
-                CONSOLE.rule(f"[bold]{scene}: {recipe.run_key} ({recipe.method}, {config.iters} iterations)")
-                run = _train_and_evaluate(recipe, split_folder, run_dir, config, fixer_model)
-            views = _scored_views(run, split, recipe.fixed)
-            metrics = summarize(views)
-            if fid["available"]:
-                metrics["all"]["fid"] = _fid(run_dir, recipe.fixed)
-            results["runs"].append(
-                {
-                    "scene": scene,
-                    "method": recipe.name,
-                    "wall_seconds": run["wall_seconds"],
-                    "fixer_seconds": fixer_seconds if recipe.uses_fixer else 0.0,
-                    "seconds_per_iteration": run["seconds_per_iteration"],
-                    "peak_memory_mb": run["peak_memory_mb"],
-                    "metrics": metrics,
-                    "views": views,
-                }
-            )
-        _grid(config, scene, split, runs_dir, recipes)
     validate_results(results)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     header = (
@@ -267,4 +268,24 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
     CONSOLE.print((out / "results.md").read_text())
     figures = f"{out}/grid_*.png" + (f", {out / 'gains.png'}" if pairs else "")
     CONSOLE.print(f"[bold green]Benchmark written:[/bold green] {out / 'results.md'}, {out / 'results.json'}, " + figures)
+
+
+def run_benchmark(config: BenchmarkConfig) -> dict:
+    """Run (or resume) the benchmark; returns the results written to results.json."""
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    from difix_ns.benchmark.methods import METHODS
+
+    _check(config)
+    recipes = [METHODS[m] for m in config.methods]
+    fid = _fid_status()
+    if not fid["available"]:
+        CONSOLE.print(f"[yellow]{fid['reason']}[/yellow]")
+    config_json = json.loads(json.dumps(asdict(config), default=str))
+    results = {"version": 1, "config": config_json, "scenes": [], "runs": [], "fid": fid}
+    for scene, source in _scenes(config):
+        entry, runs = _run_scene(config, scene, source, recipes, fid)
+        results["scenes"].append(entry)
+        results["runs"] += runs
+    _write_reports(config, results, recipes, fid)
     return results

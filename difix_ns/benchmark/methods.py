@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-__all__ = ["METHODS", "MethodRecipe", "budget_args", "fixer_args", "self_fixer_config", "splatfacto_schedule"]
+__all__ = ["METHODS", "MethodRecipe", "budget_args", "fixer_args", "self_fixer_config"]
 
 
 @dataclass(frozen=True)
@@ -69,30 +69,14 @@ _NERFACTO_CPU = (
 )
 
 
-def splatfacto_schedule(iterations: int) -> List[str]:
-    """Splatfacto's densification schedule fitted to `iterations` (small images: no coarse-to-fine stage)."""
-    n = iterations
-    return [
-        "--pipeline.model.num-downscales=0",
-        f"--pipeline.model.warmup-length={n // 4}",
-        f"--pipeline.model.refine-every={max(n // 10, 10)}",
-        f"--pipeline.model.stop-split-at={int(n * 0.75)}",
-    ]
-
-
 def budget_args(recipe: MethodRecipe, iterations: int, cpu: bool) -> List[str]:
     """Options fitting a method's schedule (tuned for 30k steps) to `iterations`; the same for every method."""
+    from difix_ns.runner import budget_args as run_budget, splatfacto_schedule_args
+
     n = iterations
-    args = [
-        f"--max-num-iterations={n}",
-        f"--steps-per-save={n}",
-        f"--steps-per-eval-image={n + 1}",
-        f"--steps-per-eval-batch={n + 1}",
-        f"--steps-per-eval-all-images={n + 1}",
-        "--vis=tensorboard",
-    ]
+    args = run_budget(n)
     if recipe.method.endswith("splatfacto"):
-        args += splatfacto_schedule(n)
+        args += splatfacto_schedule_args(n)
     elif cpu:
         args += list(_NERFACTO_CPU)
     if recipe.uses_fixer:
@@ -102,16 +86,11 @@ def budget_args(recipe: MethodRecipe, iterations: int, cpu: bool) -> List[str]:
 
 
 def self_fixer_config(iterations: int, self_fixer_seconds: float):
-    """The `self` fixer of a benchmark run: leave-out reconstructions with the run's own budget and schedule
-    (2 folds), then `self_fixer_seconds` of NAFNet training."""
+    """The `self` fixer of a benchmark run: leave-out reconstructions with the run's own budget (2 folds; curation
+    fits the splatfacto schedule to it), then `self_fixer_seconds` of NAFNet training."""
     from difix_ns.training.self_fixer import SelfFixerConfig
 
-    return SelfFixerConfig(
-        iterations=iterations,
-        num_folds=2,
-        ns_train_args=" ".join(splatfacto_schedule(iterations)),
-        max_seconds=self_fixer_seconds,
-    )
+    return SelfFixerConfig(iterations=iterations, num_folds=2, max_seconds=self_fixer_seconds)
 
 
 def fixer_args(backend: str, checkpoint: Optional[str]) -> List[str]:

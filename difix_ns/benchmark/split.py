@@ -1,24 +1,22 @@
 """Sparse-view split of a nerfstudio dataset, and evaluation views binned by distance to the training cameras.
 
-The split is written as a derived dataset folder whose transforms.json lists `train_filenames` (the sparse
-training views) and `val_filenames`/`test_filenames` (every other view), with absolute paths to the original
-images, so `ns-train` reads it with the stock `nerfstudio-data` dataparser and nothing is copied.
+The split is written as a derived dataset folder (`difix_ns.data.scene_io`: symlinks to the original images) whose
+transforms.json lists `train_filenames` (the sparse training views) and `val_filenames`/`test_filenames` (every
+other view), so `ns-train` reads it with the stock `nerfstudio-data` dataparser and nothing is copied.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 
 from difix_ns.progressive.poses import camera_spacing, nearest_views
 
-__all__ = ["DISTANCE_BINS", "Split", "choose_split", "read_frames", "write_split_dataset"]
+__all__ = ["DISTANCE_BINS", "Split", "choose_split", "write_split_dataset"]
 
 DISTANCE_BINS = ("near", "mid", "far")
 """Evaluation views by pose distance d to the nearest training view, in units of the training cameras' median
@@ -50,24 +48,6 @@ class Split:
             "train": self.train,
             "eval": [{"file_path": f, "distance": self.distance[f], "bin": self.bin[f]} for f in self.eval],
         }
-
-
-def read_frames(data: Path) -> dict:
-    """The dataset's transforms.json, checked to have frames with a file_path and a 4x4 transform_matrix."""
-    path = Path(data) / "transforms.json" if Path(data).is_dir() else Path(data)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: --data must be a nerfstudio dataset folder (with transforms.json)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-    frames = meta.get("frames")
-    if not isinstance(frames, list) or not frames:
-        raise ValueError(f"{path} has no frames")
-    for i, frame in enumerate(frames):
-        if "file_path" not in frame or np.asarray(frame.get("transform_matrix", [])).shape != (4, 4):
-            raise ValueError(f"{path}: frame {i} needs a file_path and a 4x4 transform_matrix")
-    return meta
 
 
 def _spread(count: int, total: int) -> List[int]:
@@ -110,36 +90,11 @@ def choose_split(
     return Split([names[i] for i in train_idx], [names[i] for i in eval_idx], distance, bins, spacing, rule)
 
 
-def _image_file(data: Path, file_path: str) -> Path:
-    """The image a frame names; instant-ngp / blender files may leave out the extension."""
-    for candidate in [data / file_path] + [data / f"{file_path}{ext}" for ext in (".png", ".jpg", ".jpeg")]:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"the image of frame {file_path!r} is missing: no file {data / file_path}[.png|.jpg|.jpeg]")
-
-
-def _intrinsics_from_angle(meta: dict, data: Path) -> dict:
-    # instant-ngp / blender style: horizontal field of view instead of focal lengths.
-    from PIL import Image
-
-    w, h = Image.open(_image_file(data, meta["frames"][0]["file_path"])).size
-    fl = 0.5 * w / math.tan(0.5 * float(meta["camera_angle_x"]))
-    return {"fl_x": fl, "fl_y": fl, "cx": w / 2, "cy": h / 2, "w": w, "h": h}
-
-
 def write_split_dataset(data: Path, meta: dict, split: Split, out: Path) -> Path:
-    """Write `out/transforms.json` (the source's, with absolute paths and this split); returns `out`."""
-    data, out = Path(data).resolve(), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    derived = dict(meta)
-    if "fl_x" not in derived and "camera_angle_x" in derived and "fl_x" not in meta["frames"][0]:
-        derived.update(_intrinsics_from_angle(meta, data))
-    absolute = {f["file_path"]: str(_image_file(data, f["file_path"]).resolve()) for f in meta["frames"]}
-    derived["frames"] = [{**f, "file_path": absolute[f["file_path"]]} for f in meta["frames"]]
-    derived["train_filenames"] = [absolute[n] for n in split.train]
-    derived["val_filenames"] = derived["test_filenames"] = [absolute[n] for n in split.eval]
-    if "ply_file_path" in meta:
-        derived["ply_file_path"] = str(data / meta["ply_file_path"])
-    (out / "transforms.json").write_text(json.dumps(derived, indent=1))
-    (out / "split.json").write_text(json.dumps(split.to_dict(), indent=1))
-    return out
+    """Write the split as a derived dataset (`difix_ns.data.scene_io.write_derived_dataset`) in `out`, with its
+    `split.json`; returns `out`."""
+    from difix_ns.data.scene_io import write_derived_dataset
+
+    write_derived_dataset(data, meta, out, split.train, split.eval)
+    (Path(out) / "split.json").write_text(json.dumps(split.to_dict(), indent=1))
+    return Path(out)

@@ -3,9 +3,9 @@
 Only the dataset's *training* views are ever read (`train_filenames` of transforms.json, or nerfstudio's default
 90/10 split when the file has no explicit split): evaluation images never reach a fixer's training data. Each
 strategy is a list of *units*; a unit writes a derived dataset (symlinks to the training images it uses, a
-transforms.json whose `test_filenames` are the views to render), trains it through nerfstudio's own training code
-(`ns-train <method>` with its fixer stages off, in this process or as a subprocess), renders the target views with `difix_ns.evaluation.evaluate_views`
-and stores one triplet per target view and checkpoint:
+transforms.json whose `test_filenames` are the views to render), trains it with `ns-train <method>` (its fixer stages off; a
+subprocess through `difix_ns.runner`), renders the target views with `difix_ns.evaluation.evaluate_views` and stores
+one triplet per target view and checkpoint. Dataset reading and derived datasets are `difix_ns.data.scene_io`'s.
 
 - `leave-out` (sparse reconstruction): the training views are split into `num_folds` interleaved folds; each fold
   is left out of training and rendered (degraded = render, clean = the real photo).
@@ -18,7 +18,7 @@ and stores one triplet per target view and checkpoint:
   render of the full scene (not the photo), at the training poses.
 
 The reference of a triplet is the real photo of the nearest training view of that unit's model (translation +
-rotation angle, `difix_ns.data.synth.pose_distance`), never the target itself.
+rotation angle, `difix_ns.progressive.poses`), never the target itself.
 
 Output folder: `manifest.jsonl` (one JSON object per triplet: paths relative to the folder, `pose_distance`,
 `strategy`, `source_scene`, ...), `pairs/<unit>/step-N/*_{degraded,clean,reference}.png`, `units/<unit>/pairs.jsonl`
@@ -29,7 +29,6 @@ new folder after changing options), and
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import shlex
@@ -40,6 +39,17 @@ from pathlib import Path
 from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
+
+from difix_ns.data.scene_io import SceneViews, image_file, read_training_views, write_derived_dataset
+
+__all__ = [
+    "CurateConfig",
+    "prune_and_quantize",
+    "CurateResult",
+    "curate",
+    "read_manifest",
+    "train_nerfstudio",
+]
 
 
 def _no_grad(fn):
@@ -55,17 +65,6 @@ def _no_grad(fn):
 
     return wrapper
 
-__all__ = [
-    "CurateConfig",
-    "prune_and_quantize",
-    "CurateResult",
-    "SceneViews",
-    "curate",
-    "read_manifest",
-    "read_training_views",
-    "train_nerfstudio",
-    "write_derived_dataset",
-]
 
 Strategy = Literal["leave-out", "underfit", "cross-reference", "compression"]
 _STRATEGIES = ("leave-out", "underfit", "cross-reference", "compression")
@@ -104,8 +103,6 @@ class CurateConfig:
     """Keep the reconstructions (checkpoints) and derived datasets after their pairs are written."""
     max_disk_mb: float = 4096.0
     """Stop starting new units once the output folder exceeds this size (MB); the run can be resumed later."""
-    runner: Literal["inprocess", "subprocess"] = "inprocess"
-    """Run each reconstruction in this process (faster start) or as an `ns-train` subprocess."""
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad option."""
@@ -144,22 +141,6 @@ class CurateConfig:
 
 
 @dataclass
-class SceneViews:
-    """The training views of a dataset, as transforms.json names them."""
-
-    root: Path
-    """Dataset folder."""
-    meta: dict
-    """transforms.json without its frames and split lists."""
-    frames: Dict[str, dict]
-    """file_path -> frame (every frame of the training split, usable or not)."""
-    usable: List[str]
-    """Training file_paths whose image exists and decodes, in transforms.json order."""
-    skipped: Dict[str, str]
-    """Training file_path -> why it was skipped ("missing", "unreadable (...)")."""
-
-
-@dataclass
 class CurateResult:
     """What `curate` produced."""
 
@@ -179,107 +160,6 @@ class CurateResult:
     """True if units were left undone because the folder exceeded max_disk_mb."""
 
 
-# ------------------------------------------------------------------------------------------------ dataset
-
-
-def _image_problem(path: Path) -> Optional[str]:
-    from PIL import Image
-
-    if not path.is_file():
-        return "missing"
-    try:
-        with Image.open(path) as image:
-            image.verify()
-        with Image.open(path) as image:
-            image.load()
-    except Exception as err:  # noqa: BLE001 - any decoder failure means "unreadable"
-        return f"unreadable ({type(err).__name__}: {err})"
-    return None
-
-
-def _training_split(meta: dict) -> List[str]:
-    frames = meta["frames"]
-    if "train_filenames" in meta:
-        return [str(name) for name in meta["train_filenames"]]
-    # nerfstudio's default: frames sorted by path, eval_mode "fraction" with train_split_fraction 0.9
-    from nerfstudio.data.utils.dataparsers_utils import get_train_eval_split_fraction
-
-    names = sorted(str(f["file_path"]) for f in frames)
-    i_train, _ = get_train_eval_split_fraction(names, 0.9)
-    return [names[i] for i in i_train]
-
-
-def read_training_views(data: Path) -> SceneViews:
-    """Parse transforms.json and check every *training* image (never an evaluation image)."""
-    data = Path(data)
-    meta = json.loads((data / "transforms.json").read_text())
-    by_path = {str(f["file_path"]): f for f in meta["frames"]}
-    train = _training_split(meta)
-    unknown = [name for name in train if name not in by_path]
-    if unknown:
-        raise ValueError(f"train_filenames lists files without a frame in transforms.json: {unknown[:5]}")
-    skipped: Dict[str, str] = {}
-    for name in train:
-        problem = _image_problem(data / name)
-        if problem is not None:
-            skipped[name] = problem
-    usable = [name for name in train if name not in skipped]
-    rest = {k: v for k, v in meta.items() if k not in ("frames", "train_filenames", "val_filenames", "test_filenames")}
-    return SceneViews(root=data, meta=rest, frames={n: by_path[n] for n in train}, usable=usable, skipped=skipped)
-
-
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.is_symlink() or dst.exists():
-        dst.unlink()
-    try:
-        dst.symlink_to(src.resolve())
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def _inside(path: str) -> str:
-    """Where a dataset path goes inside a derived dataset: the same relative path, and absolute paths (datasets
-    that point at images elsewhere, like the benchmark's splits) under `external/`, never outside the folder."""
-    return str(Path("external", *Path(path).parts[1:])) if Path(path).is_absolute() else path
-
-
-def write_derived_dataset(scene: SceneViews, folder: Path, train: Sequence[str], test: Sequence[str]) -> Path:
-    """A dataset folder holding only `train` + `test` (training views of `scene`): symlinked images (and their
-    downscaled `images_N` copies), the point cloud, and a transforms.json with an explicit split. Every link lies
-    inside `folder` (see `_inside`)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    names = list(dict.fromkeys([*train, *test]))
-    frames = []
-    for name in names:
-        frame = dict(scene.frames[name])
-        frame["file_path"] = _inside(name)
-        _link(scene.root / name, folder / frame["file_path"])
-        rel = Path(name)
-        for factor in (2, 4, 8):
-            scaled = scene.root / f"{rel.parts[0]}_{factor}" / Path(*rel.parts[1:]) if len(rel.parts) > 1 else None
-            if not rel.is_absolute() and scaled is not None and scaled.is_file():
-                _link(scaled, folder / f"{rel.parts[0]}_{factor}" / Path(*rel.parts[1:]))
-        for key in ("mask_path", "depth_file_path"):  # per-frame side files travel with their image
-            side = frame.get(key)
-            if side is not None and (scene.root / side).is_file():
-                frame[key] = _inside(side)
-                _link(scene.root / side, folder / frame[key])
-        frames.append(frame)
-    meta = dict(scene.meta)
-    ply = meta.get("ply_file_path")
-    if ply is not None and (scene.root / ply).is_file():
-        meta["ply_file_path"] = _inside(ply)
-        _link(scene.root / ply, folder / meta["ply_file_path"])
-    else:
-        meta.pop("ply_file_path", None)
-    meta["frames"] = frames
-    meta["train_filenames"] = [_inside(n) for n in train]
-    meta["val_filenames"] = meta["test_filenames"] = [_inside(n) for n in test]
-    (folder / "transforms.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return folder
-
-
 # ------------------------------------------------------------------------------------------------ training
 
 
@@ -297,19 +177,6 @@ def _no_fixer_args(config: object) -> List[str]:
     return args
 
 
-def _schedule_args(model_config: object, iterations: int) -> List[str]:
-    """Fit splatfacto's 30k-step schedule to a short budget (same choice as `difix-ns demo`)."""
-    if not hasattr(model_config, "warmup_length"):
-        return []
-    n = iterations
-    return [
-        "--pipeline.model.num-downscales=0",
-        f"--pipeline.model.warmup-length={max(n // 4, 1)}",
-        f"--pipeline.model.refine-every={max(n // 10, 10)}",
-        f"--pipeline.model.stop-split-at={int(n * 0.75)}",
-    ]
-
-
 def train_nerfstudio(
     dataset: Path,
     run_dir: Path,
@@ -318,72 +185,27 @@ def train_nerfstudio(
     steps_per_save: int,
     extra_args: Sequence[str] = (),
     seed: int = 0,
-    runner: str = "inprocess",
 ) -> Path:
-    """Train `method` on `dataset` with nerfstudio's own `ns-train` code; returns the run's config.yml.
-
-    Options are parsed exactly like ns-train's command line (`extra_args` uses the same flags). Every
-    `steps_per_save` steps a checkpoint is kept. `runner`: "inprocess" (nerfstudio's `scripts.train.main` here,
-    its global logging state saved and restored around the run) or "subprocess" (the `ns-train` command).
-    """
-    import tyro
+    """Train `method` on `dataset` through `ns-train` (a subprocess, `difix_ns.runner`) with its fixer stages off
+    and the splatfacto schedule fitted to `iterations`, keeping a checkpoint every `steps_per_save` steps; returns
+    the run's config.yml (`run_dir/run/<method>/curate/config.yml`). `extra_args` are ns-train options."""
     from nerfstudio.plugins.registry import discover_methods
+
+    from difix_ns.runner import budget_args, run_ns_train, splatfacto_schedule_args
 
     methods, _ = discover_methods()
     if method not in methods:
         raise ValueError(f"unknown ns-train method {method!r}; registered plugin methods: {sorted(methods)}")
-    base = copy.deepcopy(methods[method])
-    never = iterations + 1
+    base = methods[method]
+    schedule = splatfacto_schedule_args(iterations) if hasattr(base.pipeline.model, "warmup_length") else []
     args = [
-        f"--data={Path(dataset).resolve()}",
-        f"--output-dir={Path(run_dir).resolve()}",
-        "--experiment-name=run",
-        f"--timestamp={_TIMESTAMP}",
-        f"--max-num-iterations={iterations}",
-        f"--steps-per-save={steps_per_save}",
-        "--save-only-latest-checkpoint",
-        "False",
-        f"--steps-per-eval-image={never}",
-        f"--steps-per-eval-batch={never}",
-        f"--steps-per-eval-all-images={never}",
-        "--vis=tensorboard",
+        *budget_args(iterations, steps_per_save, keep_checkpoints=True),
         f"--machine.seed={seed}",
-        *_schedule_args(base.pipeline.model, iterations),
+        *schedule,
         *_no_fixer_args(base),
         *extra_args,
     ]
-    if runner == "subprocess":
-        import subprocess
-        import sys
-
-        subprocess.run([str(Path(sys.executable).with_name("ns-train")), method, *args], check=True)
-    elif runner == "inprocess":
-        # ns-train parses with FlagConversionOff (booleans take True/False); do the same so the flags match.
-        _train_in_process(tyro.cli(tyro.conf.FlagConversionOff[type(base)], default=base, args=args))
-    else:
-        raise ValueError(f"runner must be 'inprocess' or 'subprocess', got {runner!r}")
-    return Path(run_dir).resolve() / "run" / method / _TIMESTAMP / "config.yml"
-
-
-def _train_in_process(config: object) -> None:
-    """nerfstudio's `ns-train` main in this process, leaving its module-level writer/profiler state as found
-    (so a reconstruction can run from inside another training, e.g. the self-trained fixer)."""
-    from nerfstudio.scripts import train as ns_train
-    from nerfstudio.utils import profiler, writer
-
-    saved = (list(writer.EVENT_WRITERS), dict(writer.GLOBAL_BUFFER), list(profiler.PROFILER))
-    writer.EVENT_WRITERS.clear()
-    try:
-        ns_train.main(config)
-    finally:
-        for w in writer.EVENT_WRITERS:
-            tb = getattr(w, "tb_writer", None)
-            if tb is not None:
-                tb.close()
-        writer.EVENT_WRITERS[:] = saved[0]
-        writer.GLOBAL_BUFFER.clear()
-        writer.GLOBAL_BUFFER.update(saved[1])
-        profiler.PROFILER[:] = saved[2]
+    return run_ns_train(method, dataset, run_dir, "run", args, timestamp=_TIMESTAMP, echo=False).config_path
 
 
 def _checkpoint_steps(config_path: Path) -> List[int]:
@@ -461,19 +283,16 @@ def _plan(config: CurateConfig, scene: SceneViews, console) -> List[_Unit]:
 
 
 def _nearest(target: str, candidates: Sequence[str], frames: Dict[str, dict]) -> Tuple[str, float, float]:
-    from difix_ns.data.synth import pose_distance
+    """(name, translation, rotation angle) of the candidate view nearest to `target` (translation + angle)."""
+    from difix_ns.progressive.poses import pose_distance_parts
 
-    pose = np.asarray(frames[target]["transform_matrix"], dtype=np.float64)
-    best = ("", math.inf, math.inf)
-    for name in candidates:
-        if name == target:
-            continue
-        t, r = pose_distance(pose, np.asarray(frames[name]["transform_matrix"], dtype=np.float64))
-        if t + r < best[1] + best[2]:
-            best = (name, t, r)
-    if not best[0]:
+    others = [name for name in candidates if name != target]
+    if not others:
         raise ValueError(f"no reference view for {target}: the unit has no other training view")
-    return best
+    pose = np.asarray([frames[target]["transform_matrix"]], dtype=np.float64)
+    translation, angle = pose_distance_parts(pose, np.asarray([frames[n]["transform_matrix"] for n in others]))
+    best = int((translation[0] + angle[0]).argmin())
+    return others[best], float(translation[0, best]), float(angle[0, best])
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
@@ -493,28 +312,59 @@ def _load_reference(path: Path, size: Tuple[int, int]) -> np.ndarray:
         return np.asarray(image, dtype=np.float32) / 255.0
 
 
-def _run_unit(unit: _Unit, config: CurateConfig, scene: SceneViews, out: Path) -> List[dict]:
-    from difix_ns.evaluation import evaluate_views
-    from difix_ns.metrics import psnr
-
-    unit_dir = out / "units" / unit.name
-    dataset = write_derived_dataset(scene, unit_dir / "dataset", unit.train, unit.targets)
+def _reconstruct(unit: _Unit, config: CurateConfig, scene: SceneViews, unit_dir: Path) -> Path:
+    """The unit's reconstruction (trained unless its last checkpoint exists); returns its config.yml."""
+    source = {**scene.meta, "frames": list(scene.frames.values())}
+    dataset = write_derived_dataset(scene.root, source, unit_dir / "dataset", unit.train, unit.targets)
     wanted = sorted({max(1, int(round(f * config.iterations))) for f in unit.fractions if f < 1.0})
     every = math.gcd(*wanted) if wanted else config.iterations
     config_path = unit_dir / "run" / "run" / config.method / _TIMESTAMP / "config.yml"
-    final_step = config.iterations - 1
-    if not (config_path.is_file() and final_step in _checkpoint_steps(config_path)):
-        config_path = train_nerfstudio(
-            dataset, unit_dir / "run", config.method, config.iterations, every, shlex.split(config.ns_train_args), config.seed,
-            config.runner,
-        )
+    if config_path.is_file() and config.iterations - 1 in _checkpoint_steps(config_path):
+        return config_path
+    extra = shlex.split(config.ns_train_args)
+    return train_nerfstudio(dataset, unit_dir / "run", config.method, config.iterations, every, extra, config.seed)
+
+
+def _write_triplet(view, target: str, unit: _Unit, step: int, config: CurateConfig, scene: SceneViews, out: Path) -> dict:
+    """Save one rendered view as a (degraded, clean, reference) triplet; returns its manifest record."""
+    from difix_ns.metrics import psnr
+
+    ref_name, t, r = _nearest(target, unit.train, scene.frames)
+    stem = Path(view.filename).stem
+    folder = out / "pairs" / unit.name / f"step-{step:06d}"
+    paths = {k: folder / f"{stem}_{k}.png" for k in ("degraded", "clean", "reference")}
+    height, width = view.rendered.shape[:2]
+    _save_png(view.rendered, paths["degraded"])
+    _save_png(view.ground_truth, paths["clean"])
+    _save_png(_load_reference(image_file(scene.root, ref_name), (height, width)), paths["reference"])
+    return {
+        "id": f"{unit.name}/{stem}@{step}",
+        **{k: str(p.relative_to(out)) for k, p in paths.items()},
+        "view": target,
+        "reference_view": ref_name,
+        "pose_distance": {"translation": t, "rotation_deg": math.degrees(r), "distance": t + r},
+        "strategy": unit.strategy,
+        "source_scene": str(Path(config.data).resolve()),
+        "unit": unit.name,
+        "step": step,
+        "iterations": config.iterations,
+        "height": height,
+        "width": width,
+        "psnr_degraded": psnr(view.rendered, view.ground_truth),
+    }
+
+
+def _run_unit(unit: _Unit, config: CurateConfig, scene: SceneViews, out: Path) -> List[dict]:
+    from difix_ns.evaluation import evaluate_views
+
+    unit_dir = out / "units" / unit.name
+    config_path = _reconstruct(unit, config, scene, unit_dir)
     available = _checkpoint_steps(config_path)
     steps = sorted({min(available, key=lambda s: abs(s - f * config.iterations)) for f in unit.fractions})
     by_basename = {Path(n).name: n for n in unit.targets}
     if len(by_basename) != len(unit.targets):
         raise ValueError(f"unit {unit.name}: target image names are not unique by file name")
     records = []
-    source = str(Path(config.data).resolve())
     for step in steps:
         step_config = _config_at_step(config_path, step)
         if unit.strategy == "compression":
@@ -522,32 +372,8 @@ def _run_unit(unit: _Unit, config: CurateConfig, scene: SceneViews, out: Path) -
         else:
             views = evaluate_views(step_config, description=f"Rendering {unit.name} @ {step}")
         for view in views:
-            target = by_basename[view.filename]
-            ref_name, t, r = _nearest(target, unit.train, scene.frames)
-            stem = Path(view.filename).stem
-            folder = out / "pairs" / unit.name / f"step-{step:06d}"
-            paths = {k: folder / f"{stem}_{k}.png" for k in ("degraded", "clean", "reference")}
-            height, width = view.rendered.shape[:2]
-            _save_png(view.rendered, paths["degraded"])
-            _save_png(view.ground_truth, paths["clean"])
-            _save_png(_load_reference(scene.root / ref_name, (height, width)), paths["reference"])
-            records.append(
-                {
-                    "id": f"{unit.name}/{stem}@{step}",
-                    **{k: str(p.relative_to(out)) for k, p in paths.items()},
-                    "view": target,
-                    "reference_view": ref_name,
-                    "pose_distance": {"translation": t, "rotation_deg": math.degrees(r), "distance": t + r},
-                    "strategy": unit.strategy,
-                    "source_scene": source,
-                    "unit": unit.name,
-                    "step": step,
-                    "iterations": config.iterations,
-                    "height": height,
-                    "width": width,
-                    "psnr_degraded": psnr(view.rendered, view.ground_truth),
-                }
-            )
+            target = by_basename.get(view.filename) or by_basename[Path(view.filename).stem]
+            records.append(_write_triplet(view, target, unit, step, config, scene, out))
     tmp = unit_dir / "pairs.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
     tmp.replace(unit_dir / "pairs.jsonl")  # written last: marks the unit as done

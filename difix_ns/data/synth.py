@@ -38,7 +38,6 @@ __all__ = [
     "build_cameras",
     "build_scene",
     "make_synthetic_scene",
-    "pose_distance",
 ]
 
 _ORBIT_RADIUS = 4.0
@@ -295,22 +294,16 @@ def build_cameras(config: SynthConfig) -> Tuple[List[Dict], List[Dict]]:
     return train, evals
 
 
-def pose_distance(c2w_a: Float[np.ndarray, "4 4"], c2w_b: Float[np.ndarray, "4 4"]) -> Tuple[float, float]:
-    """(translation distance in world units, rotation angle in radians) between two camera-to-world poses."""
-    translation = float(np.linalg.norm(c2w_a[:3, 3] - c2w_b[:3, 3]))
-    cos = (np.trace(c2w_a[:3, :3].T @ c2w_b[:3, :3]) - 1.0) / 2.0
-    return translation, float(math.acos(float(np.clip(cos, -1.0, 1.0))))
-
-
 def _nearest(c2w: np.ndarray, candidates: List[np.ndarray], skip: int = -1) -> Tuple[int, float, float]:
-    best = (-1, math.inf, math.inf)
-    for i, other in enumerate(candidates):
-        if i == skip:
-            continue
-        t, r = pose_distance(c2w, other)
-        if t + r < best[1] + best[2]:
-            best = (i, t, r)
-    return best
+    """(index, translation, rotation angle) of the candidate pose nearest to `c2w` (translation + angle)."""
+    from difix_ns.progressive.poses import pose_distance_parts
+
+    translation, angle = pose_distance_parts(np.asarray([c2w]), np.asarray(candidates))
+    total = translation[0] + angle[0]
+    if skip >= 0:
+        total[skip] = math.inf
+    index = int(total.argmin())
+    return index, float(translation[0, index]), float(angle[0, index])
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -8,11 +8,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["DifixFixer", "FixCommandConfig", "Fixer", "FixerConfig", "IdentityFixer", "NAFNet", "NAFNetFixer"]
+__all__ = ["DifixFixer", "Fixer", "FixerConfig", "IdentityFixer", "NAFNet", "NAFNetFixer"]
 
 _WHERE = {
     "DifixFixer": "difix_ns.fixers.difix",
-    "FixCommandConfig": "difix_ns.fixers.fix_command",
     "Fixer": "difix_ns.fixers.base",
     "FixerConfig": "difix_ns.fixers.config",
     "IdentityFixer": "difix_ns.fixers.base",

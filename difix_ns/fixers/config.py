@@ -22,7 +22,7 @@ def build_fixer(config: "FixerConfig") -> Any:
     elif config.backend == "self" and config.checkpoint is None:
         raise ValueError(
             "the self back-end is a NAFNet trained on a scene's own training views: difix-splatfacto and "
-            "difix-nerfacto train it at their first progressive update (settings: --pipeline.self-fixer.*); "
+            "difix-nerfacto train it before their first training step (settings: --pipeline.self-fixer.*); "
             "elsewhere give the checkpoint folder of a trained one"
         )
     elif config.backend in ("nafnet", "self"):
@@ -67,7 +67,7 @@ class FixerConfig:
     """Factory called by `setup()` (nerfstudio convention; here a function dispatching on `backend`)."""
     backend: Literal["difix", "nafnet", "self", "identity"] = "difix"
     """Fixer back-end: single-step Difix, the small NAFNet restorer, `self` (a NAFNet the method trains on the
-    scene's own training views before its first progressive update), or identity (no change)."""
+    scene's own training views before its first training step), or identity (no change)."""
     checkpoint: Optional[str] = None
     """Difix: hub id (nvidia/difix, nvidia/difix_ref) or folder. NAFNet: folder from save_pretrained, or None
     for a freshly initialised (untrained) network. Ignored by identity."""

@@ -27,6 +27,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from difix_ns.fixers.base import Fixer
+from difix_ns.fixers.difix_checkpoint import DEFAULT_PROMPT, DEFAULT_TIMESTEP, load_difix_parts, save_difix
 from difix_ns.fixers.difix_vae import DifixAutoencoderKL
 from difix_ns.fixers.reference_attention import install_reference_attention
 
@@ -41,8 +42,6 @@ __all__ = [
     "tiny_vae_config",
 ]
 
-DEFAULT_PROMPT = "remove degradation"
-DEFAULT_TIMESTEP = 199
 
 
 # ------------------------------------------------------------------------------------------------ configurations
@@ -227,17 +226,22 @@ class DifixFixer(Fixer):
         `model_index.json`, `scheduler/`, `unet/`, `vae/` (decoder LoRA kept separate, peft-style, as in the
         public weights, unless the model was loaded merged) and the cached prompt embedding.
         """
-        from difix_ns.fixers.difix_checkpoint import save_difix
-
         save_difix(self, folder)
 
     @classmethod
-    def from_pretrained(cls, source: Union[str, Path], **kwargs: Any) -> "DifixFixer":
+    def from_pretrained(
+        cls,
+        source: Union[str, Path],
+        *,
+        attention: str = "sdpa",
+        device: Union[str, torch.device] = "cpu",
+        dtype: torch.dtype = torch.float32,
+        **kwargs: Any,
+    ) -> "DifixFixer":
         """Load from a Hugging Face id (`nvidia/difix`, `nvidia/difix_ref`) or a local folder, in either the
-        public layout or this project's; see `difix_checkpoint.load_difix` for the options."""
-        from difix_ns.fixers.difix_checkpoint import load_difix
-
-        return load_difix(source, **kwargs)
+        public layout or this project's; `kwargs` are `difix_checkpoint.load_difix_parts`'s options
+        (cache_dir, revision, merge_vae_lora, reference_attention, prompt, timestep)."""
+        return cls(**load_difix_parts(source, **kwargs), attention=attention).to(device=device, dtype=dtype)
 
     @classmethod
     def random(

@@ -26,11 +26,24 @@ import inspect
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 import torch
 
-__all__ = ["HUB_FILE_PATTERNS", "check_difix_folder", "load_difix", "resolve_difix_source", "save_difix"]
+__all__ = [
+    "DEFAULT_PROMPT",
+    "DEFAULT_TIMESTEP",
+    "HUB_FILE_PATTERNS",
+    "check_difix_folder",
+    "load_difix_parts",
+    "resolve_difix_source",
+    "save_difix",
+]
+
+DEFAULT_PROMPT = "remove degradation"
+"""Difix's fixed prompt."""
+DEFAULT_TIMESTEP = 199
+"""Difix's single diffusion timestep."""
 
 HUB_FILE_PATTERNS = [
     "model_index.json",
@@ -132,7 +145,7 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_vae(folder: Path, merge_lora: bool) -> Any:
-    from difix_ns.fixers.difix_vae import ADAPTER_NAME, DifixAutoencoderKL, merge_lora_state_dict
+    from difix_ns.fixers.difix_vae import ADAPTER_NAME, DifixAutoencoderKL, merge_lora_adapter
 
     config = json.loads((folder / "config.json").read_text())
     state = _load_state_dict(_weights_file(folder, ("diffusion_pytorch_model",)))  # type: ignore[arg-type]
@@ -142,14 +155,13 @@ def _load_vae(folder: Path, merge_lora: bool) -> Any:
     rank = int(state[a_keys[0]].shape[0]) if a_keys else 0
     if a_keys and int(kwargs.get("lora_rank", rank)) != rank:
         raise ValueError(f"vae/config.json says lora_rank={kwargs['lora_rank']} but the weights have rank {rank}")
-    alpha = float(kwargs.get("lora_alpha", 8.0))
-    if a_keys and merge_lora:
-        state = merge_lora_state_dict(state, alpha / rank)
-        rank = 0
     kwargs["lora_rank"] = rank
     with torch.device("meta"):
         vae = DifixAutoencoderKL(**kwargs)
     _assign_weights(vae, state, folder, f"{folder / 'diffusion_pytorch_model.safetensors'} does not match the Difix VAE")
+    if a_keys and merge_lora:
+        merge_lora_adapter(vae, ADAPTER_NAME)
+        vae.register_to_config(lora_rank=0)
     return vae
 
 
@@ -167,14 +179,13 @@ def _assign_weights(module: torch.nn.Module, state: dict, folder: Path, mismatch
 
 
 def _load_unet(folder: Path) -> Any:
+    """The stock diffusers UNet of `folder` (both layouts store it as diffusers writes it)."""
     from diffusers import UNet2DConditionModel
 
-    config = json.loads((folder / "config.json").read_text())
-    state = _load_state_dict(_weights_file(folder, ("diffusion_pytorch_model",)))  # type: ignore[arg-type]
-    with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(config)
-    _assign_weights(unet, state, folder, f"{folder} weights do not match UNet2DConditionModel(config.json)")
-    return unet
+    try:
+        return UNet2DConditionModel.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{folder}: cannot load the UNet (config.json + weights): {err}") from err
 
 
 def encode_prompt(folder: Path, prompt: str) -> torch.Tensor:
@@ -198,8 +209,23 @@ def _uses_reference_attention(folder: Path, index: dict[str, Any]) -> bool:
     return custom_unet or (folder / "unet" / "unet_2d_condition.py").is_file()
 
 
+def _prompt_embeddings(folder: Path, index: dict, prompt: Optional[str]) -> Tuple[str, torch.Tensor]:
+    """(prompt, its embedding): the stored embedding when the prompt is the stored one, else encoded with the
+    folder's text encoder. `prompt` None = the stored prompt (this project's layout), else "remove degradation"."""
+    stored_prompt = index.get("prompt", DEFAULT_PROMPT) if index.get("_class_name") == _OWN_CLASS else None
+    prompt = prompt if prompt is not None else (stored_prompt or DEFAULT_PROMPT)
+    embeds_file = folder / "prompt_embeds.safetensors"
+    if embeds_file.is_file() and prompt == stored_prompt:
+        from safetensors.torch import load_file
+
+        return prompt, load_file(str(embeds_file))["prompt_embeds"]
+    if (folder / "text_encoder").is_dir():
+        return prompt, encode_prompt(folder, prompt)
+    raise FileNotFoundError(f"{folder} stores the embedding of {stored_prompt!r} but no text_encoder/ to encode {prompt!r}")
+
+
 # ------------------------------------------------------------------------------------------------ API
-def load_difix(
+def load_difix_parts(
     source: Union[str, Path],
     *,
     cache_dir: Optional[Union[str, Path]] = None,
@@ -208,11 +234,10 @@ def load_difix(
     reference_attention: Optional[bool] = None,
     prompt: Optional[str] = None,
     timestep: Optional[int] = None,
-    attention: str = "sdpa",
-    device: Union[str, torch.device] = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> Any:
-    """Build a `DifixFixer` from a hub id or folder, in the public or this project's layout.
+) -> dict:
+    """The constructor arguments of a `DifixFixer` (vae, unet, scheduler, prompt_embeds, timestep,
+    reference_attention, prompt) read from a hub id or folder, in the public or this project's layout.
+    `DifixFixer.from_pretrained` builds the fixer from them.
 
     Args:
         source: `nvidia/difix`, `nvidia/difix_ref`, another hub id, or a local folder.
@@ -223,45 +248,26 @@ def load_difix(
         prompt: prompt to encode; None = the stored one, else "remove degradation". Needs the text encoder
             unless it equals the prompt stored with `prompt_embeds.safetensors`.
         timestep: single-step timestep; None = stored, else 199.
-        attention: "sdpa" or "classic".
-        device, dtype: where the model lives.
     """
     from diffusers import DDPMScheduler
 
-    from difix_ns.fixers.difix import DEFAULT_PROMPT, DEFAULT_TIMESTEP, DifixFixer
-
     folder = resolve_difix_source(source, cache_dir=cache_dir, revision=revision)
     index = check_difix_folder(folder)
-    own = index.get("_class_name") == _OWN_CLASS
-    stored_prompt = index.get("prompt", DEFAULT_PROMPT) if own else None
-    prompt = prompt if prompt is not None else (stored_prompt or DEFAULT_PROMPT)
-    embeds_file = folder / "prompt_embeds.safetensors"
-    if embeds_file.is_file() and prompt == stored_prompt:
-        from safetensors.torch import load_file
-
-        embeds = load_file(str(embeds_file))["prompt_embeds"]
-    elif (folder / "text_encoder").is_dir():
-        embeds = encode_prompt(folder, prompt)
-    else:
-        raise FileNotFoundError(
-            f"{folder} stores the embedding of {stored_prompt!r} but no text_encoder/ to encode {prompt!r}"
-        )
+    prompt, embeds = _prompt_embeddings(folder, index, prompt)
     scheduler = DDPMScheduler.from_config(json.loads((folder / "scheduler/scheduler_config.json").read_text()))
     unet = _load_unet(folder / "unet")
     vae = _load_vae(folder / "vae", merge_vae_lora)
     if reference_attention is None:
         reference_attention = _uses_reference_attention(folder, index)
-    fixer = DifixFixer(
-        vae=vae.eval().requires_grad_(False),
-        unet=unet.eval().requires_grad_(False),
-        scheduler=scheduler,
-        prompt_embeds=embeds,
-        timestep=int(timestep if timestep is not None else index.get("timestep", DEFAULT_TIMESTEP)),
-        reference_attention=reference_attention,
-        prompt=prompt,
-        attention=attention,
-    )
-    return fixer.to(device=device, dtype=dtype)
+    return {
+        "vae": vae.eval().requires_grad_(False),
+        "unet": unet.eval().requires_grad_(False),
+        "scheduler": scheduler,
+        "prompt_embeds": embeds,
+        "timestep": int(timestep if timestep is not None else index.get("timestep", DEFAULT_TIMESTEP)),
+        "reference_attention": reference_attention,
+        "prompt": prompt,
+    }
 
 
 def save_difix(fixer: Any, folder: Union[str, Path]) -> None:

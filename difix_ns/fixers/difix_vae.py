@@ -22,7 +22,7 @@ carries the extra keys `lora_rank`, `gamma`, `ignore_skip`. Not checked (no netw
 themselves; `tests/fixers/` pins the assumed layout so the first real download can confirm it.
 
 With `lora_rank=0` the decoder carries plain weights: load a peft-style state dict through
-`merge_lora_state_dict` (W = base + lora_alpha / rank * B @ A). Both routes give the same output.
+`merge_lora_adapter` (peft's merge, W = base + lora_alpha / rank * B @ A). Both routes give the same output.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ __all__ = [
     "LORA_TARGET_SUFFIXES",
     "DifixAutoencoderKL",
     "decoder_lora_targets",
-    "merge_lora_state_dict",
+    "merge_lora_adapter",
     "skip_conv_channels",
 ]
 
@@ -138,20 +138,23 @@ class DifixAutoencoderKL(AutoencoderKL):
             raise ValueError("block_out_channels, down_block_types and up_block_types must have the same length")
         if lora_rank < 0:
             raise ValueError(f"lora_rank must be >= 0, got {lora_rank}")
+        self._add_skip_convs(block_out_channels)
+        if lora_rank > 0:
+            self._add_decoder_lora(lora_rank, lora_alpha)
+
+    def _add_skip_convs(self, block_out_channels: tuple) -> None:
+        """The bias-free 1x1 convs that carry the encoder's skip activations into the decoder (`decoder.skip_conv_i`)."""
         for i, (cin, cout) in enumerate(skip_conv_channels(block_out_channels), start=1):
             conv = nn.Conv2d(cin, cout, kernel_size=1, bias=False)
             nn.init.constant_(conv.weight, SKIP_INIT)
             setattr(self.decoder, f"skip_conv_{i}", conv)
-        if lora_rank > 0:
-            from peft import LoraConfig, inject_adapter_in_model
 
-            lora = LoraConfig(
-                r=lora_rank,
-                lora_alpha=lora_alpha,
-                init_lora_weights="gaussian",
-                target_modules=decoder_lora_targets(self),
-            )
-            inject_adapter_in_model(lora, self, adapter_name=ADAPTER_NAME)
+    def _add_decoder_lora(self, rank: int, alpha: float) -> None:
+        """The decoder LoRA as a peft adapter named `vae_skip` (tensor names as in the public checkpoints)."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=decoder_lora_targets(self))
+        inject_adapter_in_model(lora, self, adapter_name=ADAPTER_NAME)
 
     @property
     def skip_convs(self) -> list[nn.Module]:
@@ -197,27 +200,14 @@ class DifixAutoencoderKL(AutoencoderKL):
         return dec.conv_out(dec.conv_act(dec.conv_norm_out(h)))
 
 
-def merge_lora_state_dict(
-    state_dict: dict[str, Tensor], scale: float, adapter_name: str = ADAPTER_NAME
-) -> dict[str, Tensor]:
-    """Turn a peft-style state dict (`x.base_layer.weight`, `x.lora_A.<adapter>.weight`, `x.lora_B.<adapter>.weight`)
-    into plain weights `x.weight = base + scale * B @ A` (convs: A is k x k, B is 1x1, as peft builds them)."""
-    out: dict[str, Tensor] = {}
-    a_tag, b_tag = f".lora_A.{adapter_name}.weight", f".lora_B.{adapter_name}.weight"
-    for key, value in state_dict.items():
-        if key.endswith(a_tag) or key.endswith(b_tag):
-            continue
-        if ".base_layer." not in key:
-            out[key] = value
-            continue
-        prefix, param = key.split(".base_layer.")
-        new_key = f"{prefix}.{param}"
-        if param != "weight" or f"{prefix}{a_tag}" not in state_dict:
-            out[new_key] = value
-            continue
-        a, b = state_dict[f"{prefix}{a_tag}"].float(), state_dict[f"{prefix}{b_tag}"].float()
-        if f"{prefix}{b_tag}" not in state_dict:
-            raise ValueError(f"LoRA weight {prefix}{b_tag} missing from the state dict")
-        delta = b.flatten(1) @ a.flatten(1)  # [out, r] @ [r, in*k*k]
-        out[new_key] = (value.float() + scale * delta.reshape(value.shape)).to(value.dtype)
-    return out
+def merge_lora_adapter(model: nn.Module, adapter_name: str = ADAPTER_NAME) -> nn.Module:
+    """Merge the peft LoRA adapter `adapter_name` into plain weights in place (peft's `merge`: W = base + scale *
+    B @ A) and put each wrapped layer's base layer back, so the model has the plain tensor names again."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer) and adapter_name in module.lora_A:
+            module.merge(adapter_names=[adapter_name])
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, module.get_base_layer())
+    return model

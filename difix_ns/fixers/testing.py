@@ -53,6 +53,28 @@ def text_encoder_config(size: str, vocab_size: int) -> dict[str, Any]:
                 projection_dim=1024)  # fmt: skip
 
 
+def _write_public_vae(folder: Path, config: dict, lora_b_std: float) -> None:
+    """A random `DifixAutoencoderKL` saved as the public `vae/` folder: peft-style LoRA keys (B drawn with
+    `lora_b_std`), random skip convs, the stock config plus `lora_rank`/`gamma`/`ignore_skip`, the remote-code file."""
+    from safetensors.torch import save_file
+
+    from difix_ns.fixers.difix_vae import DifixAutoencoderKL
+
+    vae = DifixAutoencoderKL(**config)
+    state = vae.state_dict()
+    for key, value in state.items():
+        if ".lora_B." in key:
+            state[key] = torch.randn_like(value) * lora_b_std
+        elif ".skip_conv_" in key and key.endswith("base_layer.weight"):
+            state[key] = torch.randn_like(value) * 0.05
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "diffusion_pytorch_model.safetensors"))
+    vae_cfg = {k: v for k, v in dict(vae.config).items() if not k.startswith("_") and k != "lora_alpha"}
+    vae_cfg = {"_class_name": "AutoencoderKL", "_diffusers_version": "0.25.0", **vae_cfg}
+    (folder / "config.json").write_text(json.dumps(vae_cfg, indent=2))
+    (folder / "autoencoder_kl.py").write_text("# remote code of the public checkpoint; never executed\n")
+
+
 def write_nvidia_layout(
     folder: Union[str, Path],
     size: str = "tiny",
@@ -68,7 +90,6 @@ def write_nvidia_layout(
     merged-vs-adapter comparison trivial).
     """
     from diffusers import DDPMScheduler, UNet2DConditionModel
-    from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from difix_ns.fixers.difix import (
@@ -78,7 +99,6 @@ def write_nvidia_layout(
         tiny_unet_config,
         tiny_vae_config,
     )
-    from difix_ns.fixers.difix_vae import DifixAutoencoderKL
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -90,20 +110,7 @@ def write_nvidia_layout(
         CLIPTextModel(CLIPTextConfig(**text_cfg)).save_pretrained(str(folder / "text_encoder"))
         unet_cfg = tiny_unet_config(text_cfg["hidden_size"]) if size == "tiny" else sd_turbo_unet_config()
         UNet2DConditionModel(**unet_cfg).save_pretrained(str(folder / "unet"))
-        vae = DifixAutoencoderKL(**(tiny_vae_config() if size == "tiny" else sd_turbo_vae_config()))
-        state = vae.state_dict()
-        for key, value in state.items():
-            if ".lora_B." in key:
-                state[key] = torch.randn_like(value) * lora_b_std
-            elif ".skip_conv_" in key and key.endswith("base_layer.weight"):
-                state[key] = torch.randn_like(value) * 0.05
-        (folder / "vae").mkdir(exist_ok=True)
-        vae_file = folder / "vae/diffusion_pytorch_model.safetensors"
-        save_file({k: v.contiguous() for k, v in state.items()}, str(vae_file))
-        vae_cfg = {k: v for k, v in dict(vae.config).items() if not k.startswith("_") and k != "lora_alpha"}
-        vae_cfg = {"_class_name": "AutoencoderKL", "_diffusers_version": "0.25.0", **vae_cfg}
-        (folder / "vae/config.json").write_text(json.dumps(vae_cfg, indent=2))
-        (folder / "vae/autoencoder_kl.py").write_text("# remote code of the public checkpoint; never executed\n")
+        _write_public_vae(folder / "vae", tiny_vae_config() if size == "tiny" else sd_turbo_vae_config(), lora_b_std)
         DDPMScheduler(**sd_turbo_scheduler_config()).save_pretrained(str(folder / "scheduler"))
     finally:
         torch.random.set_rng_state(rng_state)

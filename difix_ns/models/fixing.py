@@ -149,7 +149,7 @@ class DifixFixingMixin:
         refs = None
         fixer = self.get_fixer()
         views: Optional[TrainingViews] = self._training_views  # type: ignore[attr-defined]
-        if reference == "nearest" and views is not None and getattr(fixer, "supports_refs", True):
+        if reference == "nearest" and views is not None and fixer.supports_refs:
             index = views.nearest(camera.camera_to_worlds.reshape(-1, 3, 4)[:1], 1)
             refs = views.references(index, (rgb.shape[0], rgb.shape[1]))
         start = time.perf_counter()
@@ -158,9 +158,13 @@ class DifixFixingMixin:
         return fixed[0].permute(1, 2, 0).to(rgb.device, rgb.dtype)
 
     @torch.no_grad()
-    def get_outputs_for_camera(self, camera: Cameras, obb_box=None) -> Dict[str, Tensor]:
+    def get_outputs_for_camera(
+        self, camera: Cameras, obb_box=None, postprocess: Optional[bool] = None
+    ) -> Dict[str, Tensor]:
+        """nerfstudio's render of `camera`, plus `rgb_fixed` when post-processing is on (`postprocess`; default:
+        the viewer checkbox). The progressive update renders with `postprocess=False`."""
         outputs = super().get_outputs_for_camera(camera, obb_box=obb_box)  # type: ignore[misc]
-        if not self.postprocess_enabled:
+        if not (self.postprocess_enabled if postprocess is None else postprocess):
             return outputs
         viewer = _viewer_render_thread()
         with _released(viewer.viewer.train_lock if viewer is not None else None):  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ __all__ = [
     "camera_spacing",
     "interpolate_poses",
     "nearest_views",
+    "pose_distance_parts",
     "pose_distances",
     "rotation_angles",
     "step_poses",
@@ -34,18 +35,29 @@ def rotation_angles(rot_a: Float[Tensor, "*b 3 3"], rot_b: Float[Tensor, "*b 3 3
     return torch.arccos(((trace - 1.0) / 2.0).clamp(-1.0, 1.0))
 
 
+def pose_distance_parts(
+    poses_a: Float[Tensor, "M 3 4"], poses_b: Float[Tensor, "N 3 4"]
+) -> Tuple[Float[Tensor, "M N"], Float[Tensor, "M N"]]:
+    """Pairwise translation distance and rotation angle (radians), in the poses' own precision (at least float32;
+    numpy arrays and [4, 4] matrices are accepted)."""
+    a, b = torch.as_tensor(poses_a), torch.as_tensor(poses_b)
+    _check_poses(a, "poses_a")
+    _check_poses(b, "poses_b")
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    a, b = a[:, :3, :4].to(dtype), b[:, :3, :4].to(dtype)
+    translation = torch.cdist(a[:, :, 3], b[:, :, 3])
+    angle = rotation_angles(a[:, None, :, :3], b[None, :, :, :3])
+    return translation, angle
+
+
 def pose_distances(
     poses_a: Float[Tensor, "M 3 4"],
     poses_b: Float[Tensor, "N 3 4"],
     translation_weight: float = 1.0,
     rotation_weight: float = 1.0,
 ) -> Float[Tensor, "M N"]:
-    """Pairwise pose distance: translation_weight * |t_a - t_b| + rotation_weight * angle(R_a, R_b)."""
-    _check_poses(poses_a, "poses_a")
-    _check_poses(poses_b, "poses_b")
-    a, b = poses_a[:, :3, :4].float(), poses_b[:, :3, :4].float()
-    translation = torch.cdist(a[:, :, 3], b[:, :, 3])
-    angle = rotation_angles(a[:, None, :, :3], b[None, :, :, :3])
+    """Pairwise pose distance: translation_weight * |t_a - t_b| + rotation_weight * angle(R_a, R_b) (float32)."""
+    translation, angle = pose_distance_parts(torch.as_tensor(poses_a).float(), torch.as_tensor(poses_b).float())
     return translation_weight * translation + rotation_weight * angle
 
 

@@ -65,6 +65,21 @@ def _render_and_fix(
     return images, masks
 
 
+def _current_poses(
+    state: ProgressiveState, config: ProgressiveConfig, target_poses: Tensor, training: TrainingViews
+) -> Tensor:
+    """Where the novel cameras are now: the saved schedule, or (first update) the training pose nearest each target."""
+    if state.poses is None:
+        start = training.nearest(target_poses, 1, config.translation_weight, config.rotation_weight)[:, 0]
+        return training.poses[start]
+    if state.targets is None or state.targets.shape != target_poses.shape:
+        raise ValueError(
+            f"the saved schedule has {0 if state.targets is None else state.targets.shape[0]} novel cameras but the "
+            f"configured targets give {target_poses.shape[0]}; resume with the same progressive settings"
+        )
+    return state.poses
+
+
 @torch.no_grad()
 def progressive_update(
     state: ProgressiveState,
@@ -83,16 +98,7 @@ def progressive_update(
     """
     start_time = time.perf_counter()
     target_poses = targets.camera_to_worlds[:, :3, :4].float().cpu()
-    if state.poses is None:
-        start = training.nearest(target_poses, 1, config.translation_weight, config.rotation_weight)[:, 0]
-        current = training.poses[start]
-    elif state.targets is None or state.targets.shape != target_poses.shape:
-        raise ValueError(
-            f"the saved schedule has {0 if state.targets is None else state.targets.shape[0]} novel cameras but the "
-            f"configured targets give {target_poses.shape[0]}; resume with the same progressive settings"
-        )
-    else:
-        current = state.poses
+    current = _current_poses(state, config, target_poses, training)
     poses, meta = step_poses(
         current,
         target_poses,

@@ -77,8 +77,7 @@ def composite_gaussians(
         colors: Per-view features of any width ``D``.
         radii: Pixel radius of each Gaussian's box; ``<= 0`` means not rendered. Not differentiated.
         depths: View-space depths; only their order is used. Not differentiated.
-        width: Image width in pixels.
-        height: Image height in pixels.
+        width, height: Image size in pixels.
         backgrounds: Optional background blended in with weight ``1 - alpha``.
         absgrad: When True and ``means2d`` requires grad, backward also accumulates into ``means2d.absgrad``
             (``[C, N, 2]``, created here as zeros) the absolute value of every per-pixel gradient of the
@@ -108,15 +107,18 @@ def composite_gaussians(
         gid, tile = entry_gid[start:end], entry_tile[start:end]
         rows, radius = attrs.index_select(0, gid), radii_f.index_select(0, gid)
         tiles_out = tiles_out + _BlendTiles.apply(rows, radius, tile, gid, tiles_x, tiles_y, n_tiles, absgrad_buffer)
-    image = (
-        tiles_out.reshape(C, tiles_y, tiles_x, _TILE, _TILE, D + 1)
-        .permute(0, 1, 3, 2, 4, 5)
-        .reshape(C, tiles_y * _TILE, tiles_x * _TILE, D + 1)[:, :height, :width]
-    )
+    image = _untile(tiles_out, C, tiles_x, tiles_y)[:, :height, :width]
     render_colors, render_alphas = image[..., :D], image[..., D:]
     if backgrounds is not None:
         render_colors = render_colors + backgrounds[:, None, None, :] * (1.0 - render_alphas)
     return render_colors, render_alphas
+
+
+def _untile(tiles: Float[Tensor, "T A K"], C: int, tiles_x: int, tiles_y: int) -> Float[Tensor, "C h w K"]:
+    """Per-tile pixel blocks [C * tiles_y * tiles_x, TILE * TILE, K] as images [C, tiles_y * TILE, tiles_x * TILE, K]."""
+    K = tiles.shape[-1]
+    blocks = tiles.reshape(C, tiles_y, tiles_x, _TILE, _TILE, K).permute(0, 1, 3, 2, 4, 5)
+    return blocks.reshape(C, tiles_y * _TILE, tiles_x * _TILE, K)
 
 
 @torch.no_grad()

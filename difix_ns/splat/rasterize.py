@@ -51,19 +51,15 @@ def rasterization(
         opacities: Opacities in ``[0, 1]`` (already activated).
         colors: ``[N, D]`` features when ``sh_degree`` is None, else ``[N, K, 3]`` SH coefficients with
             ``(sh_degree + 1) ** 2 <= K`` (evaluated, then ``clamp_min(x + 0.5, 0)`` like gsplat).
-        viewmats: World-to-camera matrices.
-        Ks: Intrinsics.
-        width: Image width in pixels.
-        height: Image height in pixels.
-        near_plane: Gaussians nearer than this are culled.
-        far_plane: Gaussians farther than this are culled.
+        viewmats, Ks: World-to-camera matrices and intrinsics.
+        width, height: Image size in pixels.
+        near_plane, far_plane: Gaussians outside this depth range are culled.
         eps2d: Added to the 2D covariance diagonal (dilation).
         sh_degree: SH degree to evaluate, or None for plain features.
         backgrounds: ``[C, D]`` background for the color channels (``D = 3`` with SH); depth gets 0.
-        render_mode: ``"RGB"``, ``"D"`` (accumulated depth), ``"ED"`` (depth / alpha) or ``"RGB+D"``,
-            ``"RGB+ED"`` (depth appended as the last channel).
+        render_mode: ``"RGB"``, ``"D"`` (accumulated depth), ``"ED"`` (depth / alpha), ``"RGB+D"`` or ``"RGB+ED"``.
         rasterize_mode: ``"classic"`` or ``"antialiased"`` (opacities times the dilation compensation).
-        absgrad: Also accumulate ``info["means2d"].absgrad`` in backward (``DefaultStrategy(absgrad=True)``).
+        absgrad: Also accumulate ``info["means2d"].absgrad`` in backward.
 
     Returns:
         ``(render_colors, render_alphas, info)``. ``info`` holds what ``DefaultStrategy`` reads with
@@ -71,8 +67,8 @@ def rasterization(
         ``width``, ``height``, ``n_cameras``, ``gaussian_ids``/``camera_ids`` (None), plus ``depths``,
         ``conics`` and the per-view ``opacities``.
     """
-    _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds,
-                  render_mode, rasterize_mode)
+    inputs = (means, quats, scales, opacities, colors, viewmats, Ks, width, height)
+    _check_inputs(*inputs, sh_degree, backgrounds, render_mode, rasterize_mode)
     if means.is_cuda:
         from gsplat.rendering import rasterization as gsplat_rasterization
 

@@ -49,15 +49,13 @@ def export_difix(fixer: Any, folder: Any) -> None:
     merged into stock UNet weights; the VAE decoder LoRA stays separate (peft-style, as in the public weights)."""
     from diffusers import UNet2DConditionModel
 
-    from difix_ns.fixers.difix_vae import merge_lora_state_dict
+    from difix_ns.fixers.difix_vae import merge_lora_adapter
 
     unet = fixer.unet
-    state = unet.state_dict()
-    if any(f".{UNET_ADAPTER}." in k for k in state):
-        # lora_alpha == rank (prepare_difix_for_training), so the LoRA scale is 1
-        merged = merge_lora_state_dict(state, scale=1.0, adapter_name=UNET_ADAPTER)
+    if any(f".{UNET_ADAPTER}." in k for k in unet.state_dict()):
+        merge_lora_adapter(unet, UNET_ADAPTER)
         plain = UNet2DConditionModel.from_config(unet.config)
-        plain.load_state_dict(merged)
+        plain.load_state_dict(unet.state_dict())  # a stock UNet: nothing of peft left in the saved model
         fixer.unet = plain.to(next(unet.parameters()).device)
         fixer.set_attention(fixer.attention)
     fixer.save_pretrained(folder)

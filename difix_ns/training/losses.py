@@ -50,29 +50,18 @@ def _say_perceptual_unavailable(path: str) -> None:
     )
 
 
-def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> Tensor:
-    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
-
-
 def ssim(
     x: Float[Tensor, "B C H W"], y: Float[Tensor, "B C H W"], window: int = 11, sigma: float = 1.5
 ) -> Float[Tensor, "B"]:
-    """Differentiable SSIM of images in [0, 1] (Gaussian window, as in Wang et al. 2004); window shrinks for
-    images smaller than it. Returns the per-image mean."""
-    c = x.shape[1]
+    """Differentiable SSIM per image of images in [0, 1]: torchmetrics' (the SSIM `ns-eval` reports), Gaussian
+    window; the window shrinks (odd) for images smaller than it."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     window = min(window, x.shape[-1], x.shape[-2])
-    w = _gaussian_window(window, sigma, c, x.device, x.dtype)
-    conv = functools.partial(F.conv2d, weight=w, groups=c)
-    mu_x, mu_y = conv(x), conv(y)
-    sxx = conv(x * x) - mu_x**2
-    syy = conv(y * y) - mu_y**2
-    sxy = conv(x * y) - mu_x * mu_y
-    c1, c2 = 0.01**2, 0.03**2
-    value = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-    return value.flatten(1).mean(1)
+    window -= 1 - window % 2
+    return structural_similarity_index_measure(
+        x, y, gaussian_kernel=True, sigma=sigma, kernel_size=window, data_range=1.0, reduction="none"
+    )
 
 
 def gram_matrix(features: Float[Tensor, "B C H W"]) -> Float[Tensor, "B C C"]:

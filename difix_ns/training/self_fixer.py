@@ -7,7 +7,7 @@ images never reach the fixer's training data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Tuple
 
@@ -28,8 +28,6 @@ class SelfFixerConfig:
     """Number of leave-out folds (each left out once)."""
     ns_train_args: str = ""
     """Extra ns-train options for the reconstructions, one string (e.g. "--pipeline.model.sh-degree 1")."""
-    runner: Literal["inprocess", "subprocess"] = "inprocess"
-    """Reconstructions in this process or as ns-train subprocesses."""
     steps: int = 1500
     """NAFNet optimizer steps (upper bound; `max_seconds` may stop earlier)."""
     max_seconds: Optional[float] = 300.0
@@ -50,8 +48,6 @@ class SelfFixerConfig:
     """Seed of reconstructions and training."""
     cpu: bool = False
     """Train the fixer on the CPU even with a GPU."""
-    extra: dict = field(default_factory=dict)
-    """Further `TrainFixerConfig` fields (name -> value) for the NAFNet training."""
 
 
 def train_self_fixer(data: Path, out: Path, config: SelfFixerConfig = SelfFixerConfig()) -> Path:
@@ -73,7 +69,6 @@ def train_self_fixer(data: Path, out: Path, config: SelfFixerConfig = SelfFixerC
             num_folds=config.num_folds,
             ns_train_args=config.ns_train_args,
             seed=config.seed,
-            runner=config.runner,
         )
     )
     train = TrainFixerConfig(
@@ -92,6 +87,5 @@ def train_self_fixer(data: Path, out: Path, config: SelfFixerConfig = SelfFixerC
         perceptual=config.perceptual,
         seed=config.seed,
         cpu=config.cpu,
-        **config.extra,
     )
     return train_fixer(train)

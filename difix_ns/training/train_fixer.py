@@ -245,8 +245,30 @@ def validate_fixer(fixer: Any, dataset: Any, use_reference: bool, device: Any) -
 # ------------------------------------------------------------------------------------------------ training
 
 
-def train_fixer(config: TrainFixerConfig) -> Path:
-    """Train as `config` says (resuming when asked); returns the folder of the trained fixer (`out/fixer`)."""
+@dataclass
+class _Session:
+    """Everything one `train_fixer` call trains with (built by `_setup_session`)."""
+
+    config: TrainFixerConfig
+    out: Path
+    accelerator: Any
+    model: Any
+    params: List[Any]
+    optimizer: Any
+    loader: Any
+    loss_fn: Any
+    val_set: Any
+    use_reference: bool
+    num_train: int
+    num_val: int
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out / "checkpoints"
+
+
+def _setup_session(config: TrainFixerConfig, out: Path) -> _Session:
+    """Pairs, fixer, loss, optimizer and data loader, prepared by Accelerate."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
@@ -255,18 +277,9 @@ def train_fixer(config: TrainFixerConfig) -> Path:
     from difix_ns.training.losses import FixerLoss
     from difix_ns.training.pairs import PairDataset, load_pairs, split_pairs
 
-    config.validate()
-    out = Path(config.out).resolve()
-    ended = _ended_on_time_budget(out, config)
-    if ended is not None:
-        # A run stopped by its time budget is finished: resuming it would train (and change) the fixer again.
-        print(f"train-fixer: {out} spent its time budget at step {ended}; keeping {out / 'fixer'}")
-        return out / "fixer"
-    records = load_pairs([Path(m) for m in config.manifests])
-    train_records, val_records = split_pairs(records, config.val_fraction)
+    train_records, val_records = split_pairs(load_pairs([Path(m) for m in config.manifests]), config.val_fraction)
     if not train_records:
         raise ValueError(f"no training triplets left after holding out val_fraction={config.val_fraction}")
-
     accelerator = Accelerator(
         cpu=config.cpu,
         mixed_precision=config.mixed_precision,
@@ -275,13 +288,11 @@ def train_fixer(config: TrainFixerConfig) -> Path:
     )
     set_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts them)
     fixer, params = _build_fixer(config)
-    use_reference = config.use_reference and bool(getattr(fixer, "supports_refs", False))
     loss_fn = FixerLoss(
         config.perceptual, config.lpips_weight, config.gram_weight, config.gram_warmup_steps, config.ssim_weight
     ).to(accelerator.device)
     optimizer = torch.optim.AdamW(params, lr=_default_lr(config), weight_decay=config.weight_decay)
     train_set = PairDataset(train_records, crop_size=config.crop_size, augment=True)
-    val_set = PairDataset(val_records)
     loader = DataLoader(
         train_set,
         batch_size=config.batch_size,
@@ -289,11 +300,19 @@ def train_fixer(config: TrainFixerConfig) -> Path:
         drop_last=len(train_set) >= config.batch_size * accelerator.num_processes,
         num_workers=config.num_workers,
     )
+    use_reference = config.use_reference and fixer.supports_refs
     model, optimizer, loader = accelerator.prepare(fixer, optimizer, loader)
+    return _Session(
+        config, out, accelerator, model, params, optimizer, loader, loss_fn, PairDataset(val_records),
+        use_reference, len(train_records), len(val_records),
+    )  # fmt: skip
 
-    checkpoints = out / "checkpoints"
+
+def _resume(session: _Session) -> int:
+    """Load the latest checkpoint when resuming; start the trackers; returns the step to continue from."""
+    config, accelerator, out = session.config, session.accelerator, session.out
     step = 0
-    latest = _latest_checkpoint(checkpoints) if config.resume else None
+    latest = _latest_checkpoint(session.checkpoints) if config.resume else None
     if latest is not None:
         accelerator.load_state(str(latest))
         step = json.loads((latest / "train_state.json").read_text())["step"]
@@ -303,83 +322,129 @@ def train_fixer(config: TrainFixerConfig) -> Path:
         hparams = {k: (str(v) if not isinstance(v, (int, float, str, bool)) else v) for k, v in asdict(config).items()}
         accelerator.init_trackers("train_fixer", config={k: v for k, v in hparams.items() if v is not None})
     accelerator.print(
-        f"train-fixer: {config.backend}, {len(train_records)} train / {len(val_records)} val triplets, "
-        f"loss {loss_fn.mode}, {accelerator.num_processes} process(es) on {accelerator.device}"
+        f"train-fixer: {config.backend}, {session.num_train} train / {session.num_val} val triplets, "
+        f"loss {session.loss_fn.mode}, {accelerator.num_processes} process(es) on {accelerator.device}"
     )
+    return step
 
-    def save(at: int, time_budget_spent: bool = False) -> None:
-        folder = checkpoints / f"step-{at:07d}"
-        accelerator.save_state(str(folder))
-        if accelerator.is_main_process:
-            state = {"step": at, "time_budget_spent": time_budget_spent}
-            (folder / "train_state.json").write_text(json.dumps(state) + "\n")
-            for old in sorted(checkpoints.glob("step-*"), key=lambda p: p.name)[: -config.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-        accelerator.wait_for_everyone()
 
+def _save_checkpoint(session: _Session, at: int, time_budget_spent: bool = False) -> None:
+    """Training state at step `at`; only the newest `keep_checkpoints` are kept."""
+    accelerator, checkpoints = session.accelerator, session.checkpoints
+    folder = checkpoints / f"step-{at:07d}"
+    accelerator.save_state(str(folder))
+    if accelerator.is_main_process:
+        state = {"step": at, "time_budget_spent": time_budget_spent}
+        (folder / "train_state.json").write_text(json.dumps(state) + "\n")
+        for old in sorted(checkpoints.glob("step-*"), key=lambda p: p.name)[: -session.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _train_step(session: _Session, batch: Dict[str, Any], step: int) -> Tuple[Any, Dict[str, Any]]:
+    """One optimizer step; returns the loss and its terms."""
+    import torch
+
+    accelerator = session.accelerator
+    degraded, refs = _fix_args(batch, session.use_reference)
+    with accelerator.autocast():
+        pred = session.model(degraded, refs)
+        loss, terms = session.loss_fn(pred, batch["clean"], step)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"train-fixer: non-finite loss at step {step}: { {k: float(v) for k, v in terms.items()} }")
+    session.optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    if session.config.grad_clip > 0:
+        accelerator.clip_grad_norm_(session.params, session.config.grad_clip)
+    session.optimizer.step()
+    return loss, terms
+
+
+def _time_is_up(session: _Session, start: float) -> bool:
+    """Whether any rank has spent the time budget (all ranks stop together)."""
+    import torch
+
+    limit = session.config.max_seconds
+    over = limit is not None and time.perf_counter() - start > limit
+    flag = session.accelerator.reduce(torch.tensor([float(over)], device=session.accelerator.device), reduction="sum")
+    return float(flag) > 0
+
+
+def _train_loop(session: _Session, step: int, start: float) -> Dict[str, Any]:
+    """Train from `step` to `config.steps` or the time budget, with logging, validation and checkpoints."""
+    config, accelerator = session.config, session.accelerator
     history: List[Dict[str, float]] = []
     val_metrics: Dict[str, float] = {}
-    batches = _batches(loader)
-    start = time.perf_counter()
+    batches = _batches(session.loader)
     last_saved, spent = step, False
     while step < config.steps:
-        batch = next(batches)
-        degraded, refs = _fix_args(batch, use_reference)
-        with accelerator.autocast():
-            pred = model(degraded, refs)
-            loss, terms = loss_fn(pred, batch["clean"], step)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"train-fixer: non-finite loss at step {step}: { {k: float(v) for k, v in terms.items()} }")
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        if config.grad_clip > 0:
-            accelerator.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
+        loss, terms = _train_step(session, next(batches), step)
         step += 1
         if step % config.log_every == 0 or step == 1:
             logs = {"train/loss": float(loss.detach()), **{f"train/{k}": float(v.detach()) for k, v in terms.items()}}
             accelerator.log(logs, step=step)
             history.append({"step": step, **{k.split("/")[1]: v for k, v in logs.items()}})
-        if val_records and (step % config.val_every == 0):
-            val_metrics = _validate(accelerator, model, val_set, use_reference, step)
+        if session.num_val and (step % config.val_every == 0):
+            val_metrics = _validate(accelerator, session.model, session.val_set, session.use_reference, step)
         if step % config.save_every == 0:
-            save(step)
+            _save_checkpoint(session, step)
             last_saved = step
-        over = config.max_seconds is not None and time.perf_counter() - start > config.max_seconds
-        flag = accelerator.reduce(torch.tensor([float(over)], device=accelerator.device), reduction="sum")
-        if float(flag) > 0:
+        if _time_is_up(session, start):
             accelerator.print(f"train-fixer: time budget of {config.max_seconds:g} s reached at step {step}")
             spent = True
             break
-    if val_records and step % config.val_every != 0:
-        val_metrics = _validate(accelerator, model, val_set, use_reference, step)
+    if session.num_val and step % config.val_every != 0:
+        val_metrics = _validate(accelerator, session.model, session.val_set, session.use_reference, step)
     if last_saved != step or spent:
-        save(step, time_budget_spent=spent)
-    unwrapped = accelerator.unwrap_model(model)
+        _save_checkpoint(session, step, time_budget_spent=spent)
+    return {"step": step, "history": history, "validation": val_metrics}
+
+
+def _export(session: _Session, result: Dict[str, Any], start: float) -> Path:
+    """Save the trained fixer (`out/fixer`), each rank's weights digest and `summary.json`."""
+    import torch
+
+    accelerator, out = session.accelerator, session.out
+    unwrapped = accelerator.unwrap_model(session.model)
     digest = weights_digest(unwrapped)
     (out / "ranks").mkdir(parents=True, exist_ok=True)
-    (out / "ranks" / f"rank{accelerator.process_index}.json").write_text(json.dumps({"step": step, "sha256": digest}))
+    rank_file = out / "ranks" / f"rank{accelerator.process_index}.json"
+    rank_file.write_text(json.dumps({"step": result["step"], "sha256": digest}))
     fixer_dir = out / "fixer"
     if accelerator.is_main_process:
-        _save_fixer(unwrapped, fixer_dir, config.backend)
+        _save_fixer(unwrapped, fixer_dir, session.config.backend)
         summary = {
-            "step": step,
+            "step": result["step"],
             "seconds": round(time.perf_counter() - start, 2),
-            "loss": loss_fn.mode,
+            "loss": session.loss_fn.mode,
             "processes": accelerator.num_processes,
-            "distributed_backend": (
-                torch.distributed.get_backend() if torch.distributed.is_initialized() else None
-            ),
-            "train_pairs": len(train_records),
-            "val_pairs": len(val_records),
-            "validation": val_metrics,
-            "history": history,
+            "distributed_backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
+            "train_pairs": session.num_train,
+            "val_pairs": session.num_val,
+            "validation": result["validation"],
+            "history": result["history"],
             "fixer": str(fixer_dir),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return fixer_dir
+
+
+def train_fixer(config: TrainFixerConfig) -> Path:
+    """Train as `config` says (resuming when asked); returns the folder of the trained fixer (`out/fixer`)."""
+    config.validate()
+    out = Path(config.out).resolve()
+    ended = _ended_on_time_budget(out, config)
+    if ended is not None:
+        # A run stopped by its time budget is finished: resuming it would train (and change) the fixer again.
+        print(f"train-fixer: {out} spent its time budget at step {ended}; keeping {out / 'fixer'}")
+        return out / "fixer"
+    session = _setup_session(config, out)
+    step = _resume(session)
+    start = time.perf_counter()
+    result = _train_loop(session, step, start)
+    return _export(session, result, start)
 
 
 def _validate(accelerator: Any, model: Any, val_set: Any, use_reference: bool, step: int) -> Dict[str, float]:

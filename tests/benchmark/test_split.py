@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
-from difix_ns.benchmark.split import choose_split, read_frames, write_split_dataset
+from difix_ns.benchmark.split import choose_split, write_split_dataset
+from difix_ns.data.scene_io import read_transforms
 
 
 def _orbit_meta(n: int) -> dict:
@@ -54,11 +55,11 @@ def test_too_few_views_for_the_split_is_a_clear_error():
 
 def test_missing_transforms_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="transforms.json"):
-        read_frames(tmp_path)
+        read_transforms(tmp_path)
 
 
 def test_split_dataset_is_read_by_nerfstudio_with_exactly_the_split(synth_scene, tmp_path):
-    meta = read_frames(synth_scene)
+    meta = read_transforms(synth_scene)
     split = choose_split(meta, train_views=4)
     folder = write_split_dataset(synth_scene, meta, split, tmp_path / "split")
     parser = NerfstudioDataParserConfig(data=folder, load_3D_points=False).setup()
@@ -70,7 +71,7 @@ def test_split_dataset_is_read_by_nerfstudio_with_exactly_the_split(synth_scene,
 
 
 def test_synthetic_scene_keeps_its_own_sparse_split(synth_scene):
-    meta = read_frames(synth_scene)
+    meta = read_transforms(synth_scene)
     split = choose_split(meta)
     assert len(split.train) == len(meta["train_filenames"])
     assert any(b == "far" for b in split.bin.values())
@@ -91,8 +92,8 @@ def test_instant_ngp_style_dataset_is_split_and_read_by_nerfstudio(tmp_path):
         Image.new("RGB", (32, 24), (i * 30, 0, 0)).save(tmp_path / "images" / f"{i:03d}.png")
     (tmp_path / "transforms.json").write_text(json.dumps(meta))
 
-    split = choose_split(read_frames(tmp_path), train_every=4)
-    folder = write_split_dataset(tmp_path, read_frames(tmp_path), split, tmp_path / "split")
+    split = choose_split(read_transforms(tmp_path), train_every=4)
+    folder = write_split_dataset(tmp_path, read_transforms(tmp_path), split, tmp_path / "split")
     outputs = NerfstudioDataParserConfig(data=folder, load_3D_points=False).setup().get_dataparser_outputs("train")
     assert [p.name for p in outputs.image_filenames] == ["000.png", "004.png"]
     assert int(outputs.cameras.width[0]) == 32 and int(outputs.cameras.height[0]) == 24

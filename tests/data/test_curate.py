@@ -155,7 +155,8 @@ def test_prune_and_quantize_keeps_the_most_opaque_and_quantizes():
 def test_cross_reference_leaves_out_each_camera_group(synth_scene, tmp_path):
     from rich.console import Console
 
-    from difix_ns.data.curate import _plan, read_training_views
+    from difix_ns.data.curate import _plan
+    from difix_ns.data.scene_io import read_training_views
 
     scene = tmp_path / "grouped"
     shutil.copytree(synth_scene, scene)
@@ -174,14 +175,14 @@ def test_cross_reference_leaves_out_each_camera_group(synth_scene, tmp_path):
 
 def test_derived_dataset_of_absolute_paths_links_inside_and_leaves_the_source_alone(synth_scene, tmp_path):
     # The benchmark's split datasets list images by absolute path; a derived dataset must not write there.
-    from difix_ns.data.curate import SceneViews, write_derived_dataset
+    from difix_ns.data.scene_io import write_derived_dataset
 
     meta = json.loads((synth_scene / "transforms.json").read_text())
     frames = {str(synth_scene / f["file_path"]): {**f, "file_path": str(synth_scene / f["file_path"])} for f in meta["frames"]}
     names = sorted(n for n in frames if "/train_" in n)
     before = {n: Path(n).read_bytes() for n in names}
-    scene = SceneViews(root=tmp_path, meta={"fl_x": meta["fl_x"]}, frames=frames, usable=names, skipped={})
-    folder = write_derived_dataset(scene, tmp_path / "derived", names[:-1], names[-1:])
+    source = {"fl_x": meta["fl_x"], "frames": list(frames.values())}
+    folder = write_derived_dataset(tmp_path, source, tmp_path / "derived", names[:-1], names[-1:])
     written = json.loads((folder / "transforms.json").read_text())
     for frame in written["frames"]:
         assert not Path(frame["file_path"]).is_absolute()

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from difix_ns.data.synth import SynthConfig, build_scene, make_synthetic_scene, pose_distance
+from difix_ns.data.synth import SynthConfig, build_scene, make_synthetic_scene
+from difix_ns.progressive.poses import pose_distance_parts
 from difix_ns.data.synth_render import Intrinsics, render_view
 
 RES = 64
@@ -154,7 +155,7 @@ def test_some_eval_views_are_far_from_every_training_view(scene_dir: Path):
     train = [poses[n] for n in transforms["train_filenames"]]
 
     def nearest(pose, others):
-        return min(sum(pose_distance(pose, o)) for o in others if o is not pose)
+        return min(float(sum(pose_distance_parts(pose[None], o[None]))) for o in others if o is not pose)
 
     spacing = max(nearest(p, train) for p in train)
     eval_distances = {n: nearest(poses[n], train) for n in transforms["val_filenames"]}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from difix_ns.fixers.fix_command import FixCommandConfig, nearest_reference
+from difix_ns.fix_command import FixCommandConfig, nearest_reference
 
 
 def _write(path: Path, size=(24, 16), mode="RGB", seed=0) -> None:
@@ -122,7 +122,7 @@ def test_video_roundtrip(tmp_path: Path):
 def test_tyro_command_line_and_light_import(frames: Path, tmp_path: Path):
     code = (
         "import sys, tyro\n"
-        "from difix_ns.fixers.fix_command import FixCommandConfig\n"
+        "from difix_ns.fix_command import FixCommandConfig\n"
         "heavy = {'diffusers', 'transformers', 'peft', 'PIL', 'imageio'} & set(sys.modules)\n"
         "assert not heavy, f'heavy import at module level: {heavy}'\n"
         "cfg = tyro.cli(FixCommandConfig, args=sys.argv[1:])\n"

@@ -1,5 +1,5 @@
-"""`--pipeline.model.fixer.backend self`: the method trains a NAFNet on its scene's training views at the first
-progressive update, uses it, and ns-eval of the run uses it again for post-processing."""
+"""`--pipeline.model.fixer.backend self`: the method trains a NAFNet on its scene's training views before its first
+training step (in ns-train subprocesses), uses it, and ns-eval of the run uses it again for post-processing."""
 
 from __future__ import annotations
 

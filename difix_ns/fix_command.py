@@ -21,7 +21,6 @@ Documented handling:
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,48 +81,22 @@ class FixCommandConfig:
 
     def main(self) -> FixSummary:
         """Run the command; returns the summary (also printed)."""
-        from difix_ns.fixers import _fix_runner
+        from difix_ns import fix_runner
 
-        summary = _fix_runner.run(self)
+        summary = fix_runner.run(self)
         if self.strict and summary.failed:
             sys.exit(1)
         return summary
 
 
-def nearest_reference(
-    frame_c2w: Any, ref_c2ws: list[Any], rotation_weight: float = 1.0
-) -> int:
+def nearest_reference(frame_c2w: Any, ref_c2ws: list[Any], rotation_weight: float = 1.0) -> int:
     """Index of the reference camera closest to `frame_c2w` (4x4 or 3x4 camera-to-world matrices, numpy):
-    translation distance + `rotation_weight` * relative rotation angle in radians."""
+    translation distance + `rotation_weight` * relative rotation angle in radians (`difix_ns.progressive.poses`)."""
     import numpy as np
 
-    f = np.asarray(frame_c2w, dtype=np.float64)
-    best, best_cost = 0, float("inf")
-    for i, r in enumerate(ref_c2ws):
-        r = np.asarray(r, dtype=np.float64)
-        dist = float(np.linalg.norm(f[:3, 3] - r[:3, 3]))
-        cos = (np.trace(f[:3, :3].T @ r[:3, :3]) - 1.0) / 2.0
-        angle = float(np.arccos(np.clip(cos, -1.0, 1.0)))
-        cost = dist + rotation_weight * angle
-        if cost < best_cost:
-            best, best_cost = i, cost
-    return best
+    from difix_ns.progressive.poses import nearest_views
 
-
-def read_transforms_poses(path: Path) -> dict[str, Any]:
-    """File name -> 4x4 camera-to-world matrix from a nerfstudio transforms.json (keys: name and stem)."""
-    import numpy as np
-
-    data = json.loads(Path(path).read_text())
-    frames = data.get("frames")
-    if not isinstance(frames, list):
-        raise ValueError(f"{path} has no 'frames' list (not a nerfstudio transforms.json)")
-    poses: dict[str, Any] = {}
-    for frame in frames:
-        name = Path(str(frame.get("file_path", ""))).name
-        if not name or "transform_matrix" not in frame:
-            continue
-        matrix = np.asarray(frame["transform_matrix"], dtype=np.float64)
-        poses.setdefault(name, matrix)
-        poses.setdefault(Path(name).stem, matrix)
-    return poses
+    frame = np.asarray(frame_c2w, dtype=np.float64)[None, :3, :4]
+    refs = np.stack([np.asarray(r, dtype=np.float64)[:3, :4] for r in ref_c2ws])
+    index, _ = nearest_views(frame, refs, rotation_weight=rotation_weight)
+    return int(index[0, 0])

@@ -11,14 +11,8 @@ from PIL import Image
 
 from difix_ns.fixers.base import resize_refs
 from difix_ns.fixers.config import FixerConfig
-from difix_ns.fixers.fix_command import (
-    IMAGE_EXTENSIONS,
-    VIDEO_EXTENSIONS,
-    FixCommandConfig,
-    FixSummary,
-    nearest_reference,
-    read_transforms_poses,
-)
+from difix_ns.data.scene_io import frame_poses, read_transforms
+from difix_ns.fix_command import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FixCommandConfig, FixSummary, nearest_reference
 
 __all__ = ["run"]
 
@@ -83,15 +77,15 @@ def _assign_references(
         return {}, []
     if cfg.poses is None:
         return {n: 0 for n in names}, []
-    frame_poses = read_transforms_poses(cfg.poses)
-    ref_poses = read_transforms_poses(cfg.ref_poses or cfg.poses)
+    poses = frame_poses(read_transforms(cfg.poses))
+    ref_poses = frame_poses(read_transforms(cfg.ref_poses or cfg.poses))
     ref_matrices = [ref_poses.get(name, ref_poses.get(Path(name).stem)) for name, _ in refs]
     if any(m is None for m in ref_matrices):
         lacking = [refs[i][0] for i, m in enumerate(ref_matrices) if m is None]
         return {n: 0 for n in names}, [f"references without a pose ({', '.join(lacking[:5])}): fixed reference"]
     assignment, no_pose = {}, []
     for name in names:
-        pose = frame_poses.get(name, frame_poses.get(Path(name).stem))
+        pose = poses.get(name, poses.get(Path(name).stem))
         if pose is None:
             no_pose.append(name)
             assignment[name] = 0

@@ -1,0 +1,33 @@
+"""Trainer of the difix methods: nerfstudio's Trainer, plus one set-up stage before the first step.
+
+`ns-train difix-*` builds the pipeline (and loads a checkpoint when resuming) as usual; then, before any training
+step, the pipeline's fixer is settled: the `self` fixer is trained on the scene's training views (or taken from the
+checkpoint / the run folder when it exists), so no training callback ever starts another training. The pipeline is
+also told its run folder here, where it writes the self fixer and the pseudo views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Type
+
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+
+__all__ = ["DifixTrainer", "DifixTrainerConfig"]
+
+
+@dataclass
+class DifixTrainerConfig(TrainerConfig):
+    """nerfstudio's TrainerConfig; its trainer settles the fixer before the first training step."""
+
+    _target: Type = field(default_factory=lambda: DifixTrainer)
+
+
+class DifixTrainer(Trainer):
+    """Trainer whose set-up ends with the pipeline's fixer stage (`DifixPipeline.settle_fixer`)."""
+
+    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        super().setup(test_mode=test_mode)
+        settle = getattr(self.pipeline, "settle_fixer", None)  # any pipeline may be configured; only ours has it
+        if settle is not None:
+            settle(self.base_dir)
