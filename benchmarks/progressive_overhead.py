@@ -43,7 +43,10 @@ def _config(scene: Path, out: Path, name: str, args: argparse.Namespace, progres
     config.pipeline.progressive.fix_start = args.fix_every
     config.pipeline.progressive.fix_every = args.fix_every
     if args.fixer == "nafnet":
-        model.fixer = FixerConfig(backend="nafnet", checkpoint=args.checkpoint, nafnet_width=args.nafnet_width)
+        # without --checkpoint an untrained NAFNet: the same cost, and only the cost is measured here
+        model.fixer = FixerConfig(
+            backend="nafnet", checkpoint=args.checkpoint, nafnet_width=args.nafnet_width, random_init=args.checkpoint is None
+        )
     else:
         model.fixer = FixerConfig(backend="identity")
     return config

@@ -1,10 +1,13 @@
 """`difix-ns` command line: one tyro subcommand per job.
 
 Each subcommand is a dataclass config with a `main()` method, defined in a light module (heavy imports happen
-inside `main`), so `difix-ns --help` stays fast.
+inside `main`), so `difix-ns --help` stays fast. A job that fails on bad input or settings (`ValueError`,
+`FileNotFoundError`) prints one message and exits with status 2 (`DIFIX_NS_DEBUG=1` shows the traceback).
 """
 
 from __future__ import annotations
+
+import os
 
 import tyro
 
@@ -12,6 +15,7 @@ from difix_ns.benchmark.command import BenchmarkConfig
 from difix_ns.data.curate import CurateConfig
 from difix_ns.data.synth import SynthConfig
 from difix_ns.demo import DemoConfig
+from difix_ns.errors import DEBUG_ENV, report_user_error
 from difix_ns.fix_command import FixCommandConfig
 from difix_ns.training.train_fixer import TrainFixerConfig
 
@@ -41,7 +45,14 @@ def entrypoint() -> None:
     """Parse `difix-ns <job> [options]` and run the job."""
     jobs = _subcommands()
     descriptions = {name: _description(config) for name, config in jobs.items()}
-    tyro.cli(tyro.extras.subcommand_type_from_defaults(jobs, descriptions)).main()
+    job = tyro.cli(tyro.extras.subcommand_type_from_defaults(jobs, descriptions))
+    try:
+        job.main()
+    except (ValueError, FileNotFoundError) as error:  # bad input or settings: the message says what to change
+        if os.environ.get(DEBUG_ENV):
+            raise
+        report_user_error(error)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

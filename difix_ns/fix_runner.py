@@ -115,6 +115,8 @@ def _check_paths(cfg: FixCommandConfig) -> None:
         raise ValueError(
             f"output folder {cfg.output} is the input folder; choose another (inputs are never overwritten)"
         )
+    if cfg.input.is_dir() and not _list_images(cfg.input):
+        raise ValueError(f"input folder {cfg.input} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     if cfg.input.is_file():
         if cfg.input.suffix.lower() not in VIDEO_EXTENSIONS:
             raise ValueError(f"input file {cfg.input} is not a video ({', '.join(VIDEO_EXTENSIONS)}); pass a folder")
@@ -249,15 +251,17 @@ def _print_summary(cfg: FixCommandConfig, summary: FixSummary, notes: list[str])
 def run(cfg: FixCommandConfig) -> FixSummary:
     """Run `difix-ns fix` as configured; see `fix_command.py`."""
     _check_paths(cfg)
-    refs = _load_references(cfg)
-    fixer = FixerConfig(
+    config = FixerConfig(
         backend=cfg.backend,
         checkpoint=cfg.checkpoint,
         device=cfg.device,
         precision=cfg.precision,
         compile=cfg.compile,
         chunk_size=cfg.batch_size,
-    ).setup()
+    )
+    config.check()  # settings first: nothing is loaded or written for a command that cannot work
+    refs = _load_references(cfg)
+    fixer = config.setup()
     cfg.output.mkdir(parents=True, exist_ok=True)
     summary = FixSummary()
     if cfg.input.is_dir():

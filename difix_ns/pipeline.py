@@ -67,6 +67,7 @@ class DifixPipeline(VanillaPipeline):
             self.model.attach_training_views(self._training_views)
         self._output_dir: Optional[Path] = None
         self.self_fixer_path: Optional[Path] = None
+        self.self_fixer_used = True
 
     # ---------------------------------------------------------------- training views and targets
     def _make_training_views(self) -> TrainingViews:
@@ -113,10 +114,28 @@ class DifixPipeline(VanillaPipeline):
         fixer = self.model.config.fixer
         return fixer.backend == "self" and fixer.checkpoint is None
 
-    def _use_self_fixer(self, folder: Path) -> None:
-        self.self_fixer_path = Path(folder)
-        config = dataclasses.replace(self.model.config.fixer, checkpoint=str(folder))
+    def _use_self_fixer(self, folder: Path, use: bool = True) -> None:
+        """Make the self fixer in `folder` the model's fixer, or (`use` False: it did not beat doing nothing on its
+        validation pairs) the identity."""
+        self.self_fixer_path, self.self_fixer_used = Path(folder), use
+        if use:
+            config = dataclasses.replace(self.model.config.fixer, checkpoint=str(folder))
+        else:
+            config = dataclasses.replace(self.model.config.fixer, backend="identity", checkpoint=None)
         self.model.set_fixer(config.setup())
+
+    def _self_fixer_helps(self, folder: Path) -> bool:
+        from difix_ns.training.self_fixer import self_fixer_validation
+
+        scores = self_fixer_validation(folder)
+        if scores is None or scores[0] > scores[1] or not self.config.self_fixer.require_gain:
+            return True
+        CONSOLE.log(
+            f"[yellow]difix: the self fixer does not beat doing nothing on its validation pairs (PSNR {scores[0]:.2f} "
+            f"dB fixed vs {scores[1]:.2f} dB unfixed): using the identity fixer instead "
+            "(--pipeline.self-fixer.require-gain False keeps it)"
+        )
+        return False
 
     def settle_fixer(self, run_dir: Path) -> None:
         """Before the first training step: remember the run folder (pseudo views are written there) and make the
@@ -129,7 +148,8 @@ class DifixPipeline(VanillaPipeline):
             return
         data = Path(self.datamanager.dataparser.config.data)
         CONSOLE.log(f"difix: the self fixer, trained on the training views of {data} (before the first step)")
-        self._use_self_fixer(train_self_fixer(data, self._output_dir / SELF_FIXER_FOLDER, self.config.self_fixer))
+        folder = train_self_fixer(data, self._output_dir / SELF_FIXER_FOLDER, self.config.self_fixer)
+        self._use_self_fixer(folder, self._self_fixer_helps(folder))
 
     # ---------------------------------------------------------------- the update
     def run_progressive_update(self, step: int) -> ProgressiveState:
@@ -181,6 +201,7 @@ class DifixPipeline(VanillaPipeline):
         state: Dict[str, Any] = {"progressive": self.progressive_state.to_state()}
         if self.self_fixer_path is not None:
             state["self_fixer_path"] = str(self.self_fixer_path)
+            state["self_fixer_used"] = self.self_fixer_used
         return state
 
     def set_extra_state(self, state: Any) -> None:
@@ -192,4 +213,4 @@ class DifixPipeline(VanillaPipeline):
             folder = Path(state["self_fixer_path"])
             if not folder.is_dir():
                 raise FileNotFoundError(f"the run's self-trained fixer {folder} is missing (it lives in the run folder)")
-            self._use_self_fixer(folder)
+            self._use_self_fixer(folder, bool(state.get("self_fixer_used", True)))

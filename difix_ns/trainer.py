@@ -1,6 +1,8 @@
 """Trainer of the difix methods: nerfstudio's Trainer, plus one set-up stage before the first step.
 
-`ns-train difix-*` builds the pipeline (and loads a checkpoint when resuming) as usual; then, before any training
+`ns-train difix-*` first checks the fixer settings (an incomplete checkpoint folder, a hub id missing from the
+local cache while offline, a NAFNet without weights fail in seconds, as one message, before any data or model is
+built); then it builds the pipeline (and loads a checkpoint when resuming) as usual; then, before any training
 step, the pipeline's fixer is settled: the `self` fixer is trained on the scene's training views (or taken from the
 checkpoint / the run folder when it exists), so no training callback ever starts another training. The pipeline is
 also told its run folder here, where it writes the self fixer and the pseudo views.
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Literal, Type
 
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
+
+from difix_ns.errors import UserError, install_user_error_hook
 
 __all__ = ["DifixTrainer", "DifixTrainerConfig"]
 
@@ -27,6 +31,13 @@ class DifixTrainer(Trainer):
     """Trainer whose set-up ends with the pipeline's fixer stage (`DifixPipeline.settle_fixer`)."""
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        fixer = getattr(self.config.pipeline.model, "fixer", None)
+        if fixer is not None:
+            try:
+                fixer.check()
+            except UserError:
+                install_user_error_hook()  # ns-train's main is nerfstudio's: one message, no traceback
+                raise
         super().setup(test_mode=test_mode)
         settle = getattr(self.pipeline, "settle_fixer", None)  # any pipeline may be configured; only ours has it
         if settle is not None:

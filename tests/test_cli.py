@@ -28,3 +28,16 @@ def test_help_lists_each_job_with_its_description():
         listed = [line for line in lines if f"• {name} " in line]
         assert len(listed) == 1, f"{name} is not listed once in:\n{result.stdout}"
         assert _description(config) in listed[0], f"{name} has no description in:\n{result.stdout}"
+
+
+def test_a_user_error_is_one_message_and_leaves_no_output_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "DIFIX_NS_DEBUG"}
+    command = [str(Path(sys.executable).parent / "difix-ns"), "fix", "--input", str(tmp_path / "empty"),
+               "--output", str(tmp_path / "out"), "--backend", "identity"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2
+    assert "holds no images" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+    result = subprocess.run(command, capture_output=True, text=True, env={**env, "DIFIX_NS_DEBUG": "1"}, timeout=300)
+    assert "Traceback" in result.stderr

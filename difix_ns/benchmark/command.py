@@ -133,7 +133,9 @@ def _train_and_evaluate(
         "peak_memory_mb": trained.peak_memory_mb,
         "views": views,
     }
-    (run_dir / "result.json").write_text(json.dumps(result, indent=1))
+    tmp = run_dir / "result.json.tmp"  # the resume marker: renamed into place only once complete
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(run_dir / "result.json")
     return result
 
 
@@ -198,16 +200,40 @@ def _fid(run_dir: Path, fixed: bool) -> float:
     return float(fid.compute())
 
 
-def _run_scene(config: BenchmarkConfig, scene: str, source: Path, recipes, fid: Dict[str, object]) -> Tuple[dict, List[dict]]:
-    """Split one scene, train (or resume) every method on it and score it; returns the scene entry and the runs."""
+_SELF_FIXER_MIN_VIEWS = 3
+"""Training views the `self` fixer needs: its leave-out folds train on the others."""
+
+
+def _splits(config: BenchmarkConfig, recipes) -> List[Tuple[str, Path, dict, object]]:
+    """(scene, source folder, transforms.json, split) of every scene, checked against every method's needs before
+    the first run starts."""
+    from difix_ns.benchmark.split import choose_split
+    from difix_ns.data.scene_io import read_transforms
+
+    splits = []
+    for scene, source in _scenes(config):
+        meta = read_transforms(source)
+        splits.append((scene, source, meta, choose_split(meta, config.train_every, config.train_views)))
+    if config.fixer == "self" and config.fixer_model is None and any(r.uses_fixer for r in recipes):
+        short = {scene: len(split.train) for scene, _, _, split in splits if len(split.train) < _SELF_FIXER_MIN_VIEWS}
+        if short:
+            raise ValueError(
+                f"the self fixer needs at least {_SELF_FIXER_MIN_VIEWS} training views per scene (leave-out folds), "
+                f"but the split gives {short}; use more training views (--train-every / --train-views) or another "
+                "--fixer"
+            )
+    return splits
+
+
+def _run_scene(
+    config: BenchmarkConfig, scene: str, source: Path, meta: dict, split, recipes, fid: Dict[str, object]
+) -> Tuple[dict, List[dict]]:
+    """Train (or resume) every method on one scene's split and score it; returns the scene entry and the runs."""
     from nerfstudio.utils.rich_utils import CONSOLE
 
     from difix_ns.benchmark.report import summarize
-    from difix_ns.benchmark.split import choose_split, write_split_dataset
-    from difix_ns.data.scene_io import read_transforms
+    from difix_ns.benchmark.split import write_split_dataset
 
-    meta = read_transforms(source)
-    split = choose_split(meta, config.train_every, config.train_views)
     split_folder = write_split_dataset(source, meta, split, Path(config.out) / "splits" / scene)
     runs_dir = Path(config.out) / "runs" / scene
     fixer_model, fixer_seconds, runs = config.fixer_model, 0.0, []
@@ -251,7 +277,9 @@ def _write_reports(config: BenchmarkConfig, results: dict, recipes, fid: Dict[st
 
     out = Path(config.out)
     validate_results(results)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    tmp = out / "results.json.tmp"  # complete or absent: never a half-written results.json
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(out / "results.json")
     header = (
         f"# difix-ns benchmark\n\n{config.iters} iterations per method; split: "
         f"{results['scenes'][0]['split']['rule']}; distance bins: near <= 0.5, mid <= 1.5, far > 1.5 training-camera "
@@ -283,8 +311,8 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
         CONSOLE.print(f"[yellow]{fid['reason']}[/yellow]")
     config_json = json.loads(json.dumps(asdict(config), default=str))
     results = {"version": 1, "config": config_json, "scenes": [], "runs": [], "fid": fid}
-    for scene, source in _scenes(config):
-        entry, runs = _run_scene(config, scene, source, recipes, fid)
+    for scene, source, meta, split in _splits(config, recipes):
+        entry, runs = _run_scene(config, scene, source, meta, split, recipes, fid)
         results["scenes"].append(entry)
         results["runs"] += runs
     _write_reports(config, results, recipes, fid)

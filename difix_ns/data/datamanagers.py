@@ -39,7 +39,8 @@ from nerfstudio.data.datamanagers.base_datamanager import (
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
-from difix_ns.data.validate import DatasetError, install_dataset_error_hook, validate_dataset
+from difix_ns.data.validate import DatasetError, validate_dataset
+from difix_ns.errors import install_user_error_hook
 from difix_ns.progressive.state import PseudoViews
 
 __all__ = [
@@ -71,7 +72,7 @@ def validate_data(config: DataManagerConfig, test_mode: str) -> None:
     Parses the training split and the split nerfstudio evaluates on ("val" while training, "test" in ns-eval) once
     more with the configured parser and checks images, cameras and splits (`difix_ns.data.validate`). Skipped in
     test_mode "inference" (no image is read then) and with `validate_data=False`. Uncaught, the error prints as one
-    message without a traceback (`install_dataset_error_hook`).
+    message without a traceback (`difix_ns.errors.install_user_error_hook`).
     """
     check_data_path(config)
     if test_mode == "inference" or not getattr(config, "validate_data", True):
@@ -80,7 +81,7 @@ def validate_data(config: DataManagerConfig, test_mode: str) -> None:
     try:
         validate_dataset(data, config.dataparser, splits=("train", "test" if test_mode == "test" else "val"))
     except DatasetError:
-        install_dataset_error_hook()
+        install_user_error_hook()
         raise
 
 

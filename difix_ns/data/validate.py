@@ -31,12 +31,13 @@ import dataclasses
 import json
 import math
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+from difix_ns.errors import UserError
 
 if TYPE_CHECKING:
     from nerfstudio.data.dataparsers.base_dataparser import DataParserConfig, DataparserOutputs
@@ -48,7 +49,6 @@ __all__ = [
     "MAX_LISTED",
     "dataset_problems",
     "image_file_problem",
-    "install_dataset_error_hook",
     "transforms_problems",
     "validate_dataparser_outputs",
     "validate_dataset",
@@ -63,7 +63,6 @@ POSE_TOLERANCE = 1e-3
 PROGRESS_MIN_FILES = 200
 """Files from which the image check shows a progress bar."""
 
-_DEBUG_ENV = "DIFIX_NS_DEBUG"
 _MODE_HINTS = {
     "P": "palette image (mode P): nerfstudio would read its palette indices as grey levels",
     "PA": "palette image with alpha (mode PA): nerfstudio would read its palette indices",
@@ -90,7 +89,7 @@ class DatasetProblem:
         return f"{self.where}: {self.what}"
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset that cannot be trained on; `problems` holds every problem found, the message lists them."""
 
     def __init__(self, problems: Sequence[DatasetProblem], source: str = "the dataset") -> None:
@@ -538,24 +537,3 @@ def _short(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     text = text if len(text) <= 500 else text[:500] + " ..."
     return f"{type(err).__name__}: {text}"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Command lines
-
-
-def install_dataset_error_hook() -> None:
-    """Make an uncaught `DatasetError` print its message alone, without a traceback (`DIFIX_NS_DEBUG=1` keeps the
-    traceback). Other exceptions go to the previous hook. Idempotent."""
-    previous = sys.excepthook
-    if getattr(previous, "_difix_dataset_hook", False):
-        return
-
-    def hook(exc_type, exc, tb):
-        if issubclass(exc_type, DatasetError) and not os.environ.get(_DEBUG_ENV):
-            print(f"\nError: {exc}\n(set {_DEBUG_ENV}=1 to see the traceback)", file=sys.stderr)
-            return
-        previous(exc_type, exc, tb)
-
-    hook._difix_dataset_hook = True  # type: ignore[attr-defined]
-    sys.excepthook = hook

@@ -6,7 +6,56 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Type
 
-__all__ = ["FixerConfig", "build_fixer"]
+from difix_ns.errors import UserError
+
+__all__ = ["FixerConfig", "FixerSettingsError", "build_fixer", "check_fixer_config"]
+
+
+class FixerSettingsError(UserError):
+    """Fixer settings that cannot work (named in the message); raised before any data or model is built."""
+
+
+def _check_nafnet_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        raise FixerSettingsError(f"NAFNet checkpoint folder not found: {folder}")
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    if not any(p.name.startswith("diffusion_pytorch_model") for p in folder.iterdir()):
+        missing.append("diffusion_pytorch_model.safetensors")
+    if missing:
+        raise FixerSettingsError(f"NAFNet checkpoint folder {folder} is incomplete: missing {', '.join(missing)}")
+
+
+def _check_difix_source(config: "FixerConfig") -> None:
+    """A local folder must be complete; a hub id must be in the local cache when offline (else it is fetched at
+    first use)."""
+    from difix_ns.fixers.difix_checkpoint import _is_offline, check_difix_folder, resolve_difix_source
+
+    source = str(config.checkpoint)
+    try:
+        if Path(source).expanduser().exists() or _is_offline():
+            check_difix_folder(resolve_difix_source(source, cache_dir=config.cache_dir))
+    except FileNotFoundError as err:
+        raise FixerSettingsError(str(err)) from None
+
+
+def check_fixer_config(config: "FixerConfig") -> None:
+    """Check `config` in seconds, without loading any weights; raise `FixerSettingsError` naming the problem."""
+    if config.backend not in ("difix", "nafnet", "self", "identity"):
+        raise FixerSettingsError(f"unknown fixer backend {config.backend!r}; choose difix, nafnet, self or identity")
+    if config.backend == "difix":
+        if config.checkpoint is None:
+            raise FixerSettingsError(
+                "the difix back-end needs a checkpoint (--pipeline.model.fixer.checkpoint): a hub id such as "
+                "'nvidia/difix' / 'nvidia/difix_ref' or a local folder"
+            )
+        _check_difix_source(config)
+    elif config.backend == "nafnet" and config.checkpoint is None and not config.random_init:
+        raise FixerSettingsError(
+            "the nafnet back-end needs a checkpoint (--pipeline.model.fixer.checkpoint: a folder written by "
+            "`difix-ns train-fixer`); an untrained NAFNet only degrades images (random_init=True uses one on purpose)"
+        )
+    elif config.backend in ("nafnet", "self") and config.checkpoint is not None:
+        _check_nafnet_folder(Path(config.checkpoint))
 
 
 def build_fixer(config: "FixerConfig") -> Any:
@@ -29,6 +78,7 @@ def build_fixer(config: "FixerConfig") -> Any:
         from difix_ns.fixers.nafnet import NAFNet, NAFNetFixer
 
         if config.checkpoint is None:
+            check_fixer_config(config)  # an untrained NAFNet only on purpose (random_init)
             fixer = NAFNetFixer(NAFNet(width=config.nafnet_width, use_reference=config.nafnet_use_reference))
         else:
             fixer = NAFNetFixer.from_pretrained(config.checkpoint)
@@ -69,8 +119,8 @@ class FixerConfig:
     """Fixer back-end: single-step Difix, the small NAFNet restorer, `self` (a NAFNet the method trains on the
     scene's own training views before its first training step), or identity (no change)."""
     checkpoint: Optional[str] = None
-    """Difix: hub id (nvidia/difix, nvidia/difix_ref) or folder. NAFNet: folder from save_pretrained, or None
-    for a freshly initialised (untrained) network. Ignored by identity."""
+    """Difix: hub id (nvidia/difix, nvidia/difix_ref) or folder. NAFNet: folder from save_pretrained (None only
+    with random_init). Ignored by identity."""
     device: str = "auto"
     """Device for the fixer: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -91,10 +141,16 @@ class FixerConfig:
     """Difix: prompt (None = the checkpoint's, else "remove degradation"); encoded once at load time."""
     timestep: Optional[int] = None
     """Difix: the single diffusion timestep (None = the checkpoint's, else 199)."""
+    random_init: bool = False
+    """NAFNet without checkpoint: use an untrained network on purpose (tests, timing); otherwise it is an error."""
     nafnet_width: int = 16
     """NAFNet without checkpoint: channels at full resolution."""
     nafnet_use_reference: bool = False
     """NAFNet without checkpoint: add the reference-view input."""
+
+    def check(self) -> None:
+        """Raise `FixerSettingsError` now if these settings cannot build a fixer (no weights are loaded)."""
+        check_fixer_config(self)
 
     def setup(self, **kwargs: Any) -> Any:
         """Build the fixer (`kwargs` override fields of this config for this call only)."""

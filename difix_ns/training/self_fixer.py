@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Tuple
 
-__all__ = ["SelfFixerConfig", "train_self_fixer"]
+__all__ = ["SelfFixerConfig", "self_fixer_validation", "train_self_fixer"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,9 @@ class SelfFixerConfig:
     """LPIPS + Gram when VGG16 weights exist, else L2 + SSIM."""
     seed: int = 0
     """Seed of reconstructions and training."""
+    require_gain: bool = True
+    """Use the self fixer only if it beats doing nothing (PSNR of fixed vs degraded) on its validation pairs;
+    otherwise warn and use the identity fixer."""
     cpu: bool = False
     """Train the fixer on the CPU even with a GPU."""
 
@@ -83,9 +86,23 @@ def train_self_fixer(data: Path, out: Path, config: SelfFixerConfig = SelfFixerC
         lr=config.lr,
         val_fraction=config.val_fraction,
         val_every=max(config.steps // 5, 1),
-        save_every=config.steps,
+        save_every=max(config.steps // 10, 1),  # killed mid-training, a rerun resumes from the last of these
         perceptual=config.perceptual,
         seed=config.seed,
         cpu=config.cpu,
     )
     return train_fixer(train)
+
+
+def self_fixer_validation(fixer_dir: Path) -> Optional[Tuple[float, float]]:
+    """(PSNR of the fixed, PSNR of the degraded images) on the self fixer's held-out validation pairs, from the
+    training summary next to `fixer_dir`; None when it has no validation."""
+    import json
+
+    summary = Path(fixer_dir).parent / "summary.json"
+    if not summary.is_file():
+        return None
+    validation = json.loads(summary.read_text()).get("validation") or {}
+    if "psnr" not in validation or "psnr_degraded" not in validation:
+        return None
+    return float(validation["psnr"]), float(validation["psnr_degraded"])

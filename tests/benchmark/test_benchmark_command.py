@@ -108,6 +108,14 @@ def test_unknown_method_and_too_few_views_are_clear_errors(tmp_path, synth_scene
         run_benchmark(BenchmarkConfig(data=synth_scene, train_views=40, methods=("splatfacto",), out=tmp_path))
 
 
+def test_the_self_fixer_needs_are_checked_before_the_first_run(tmp_path, synth_scene):
+    # 2 training views: the self fixer's leave-out folds cannot work, say so before training anything
+    config = BenchmarkConfig(data=synth_scene, train_views=2, iters=6, out=tmp_path / "b", fixer="self")
+    with pytest.raises(ValueError, match="self fixer needs at least 3 training views"):
+        run_benchmark(config)
+    assert not (tmp_path / "b" / "runs").exists()
+
+
 def test_the_checked_in_default_benchmark_follows_the_schema_and_covers_the_default():
     from pathlib import Path
 

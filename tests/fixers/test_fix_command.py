@@ -112,7 +112,7 @@ def test_video_roundtrip(tmp_path: Path):
         writer.init_video_stream("libx264", fps=10)
         for frame in frames:
             writer.write_frame(frame)
-    summary = FixCommandConfig(input=video, output=tmp_path / "out", backend="nafnet", device="cpu", quiet=True,
+    summary = FixCommandConfig(input=video, output=tmp_path / "out", backend="identity", device="cpu", quiet=True,
                                batch_size=2).main()  # fmt: skip
     assert summary.written == ["clip.mp4"]
     out = iio.imread(tmp_path / "out/clip.mp4", plugin="pyav")

@@ -21,7 +21,7 @@ def model_with_nafnet(trained_splatfacto):
     """The trained model with a small untrained NAFNet as fixer (it visibly changes images), restored after."""
     model = trained_splatfacto["trainer"].pipeline.model
     previous = model._fixer
-    object.__setattr__(model, "_fixer", FixerConfig(backend="nafnet", nafnet_width=8, nafnet_use_reference=True, device="cpu").setup())
+    object.__setattr__(model, "_fixer", FixerConfig(backend="nafnet", nafnet_width=8, nafnet_use_reference=True, random_init=True, device="cpu").setup())
     model.viewer_postprocess.value = True
     model.eval()
     yield model

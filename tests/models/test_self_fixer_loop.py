@@ -34,6 +34,7 @@ def test_self_fixer_trains_on_training_views_only_and_serves_ns_eval(synth_scene
         "--pipeline.progressive.fix-start=5", "--pipeline.progressive.fix-every=100",
         "--pipeline.model.fixer.backend=self", "--pipeline.self-fixer.iterations=6",
         "--pipeline.self-fixer.num-folds=2", "--pipeline.self-fixer.steps=3", "--pipeline.self-fixer.crop-size=16",
+        "--pipeline.self-fixer.require-gain=False",  # 3 NAFNet steps: kept on purpose, to check it is used
     )
     run_dir = tmp_path / "e" / "difix-splatfacto" / "t"
     assert (run_dir / "difix_self_fixer" / "train" / "fixer").is_dir()
