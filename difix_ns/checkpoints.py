@@ -9,10 +9,14 @@ the numeric dtype classes. Arbitrary pickled objects stay refused.
 
 from __future__ import annotations
 
+import zipfile
+from pathlib import Path
+from typing import List, Optional, Tuple
+
 import numpy as np
 import torch
 
-__all__ = ["allow_nerfstudio_checkpoints", "NERFSTUDIO_CHECKPOINT_GLOBALS"]
+__all__ = ["allow_nerfstudio_checkpoints", "latest_complete_step", "NERFSTUDIO_CHECKPOINT_GLOBALS"]
 
 
 try:
@@ -37,3 +41,24 @@ def allow_nerfstudio_checkpoints() -> None:
     add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
     if add_safe_globals is not None:  # torch < 2.4 loads everything anyway
         add_safe_globals(NERFSTUDIO_CHECKPOINT_GLOBALS)
+
+
+def _is_complete(path: Path) -> bool:
+    """Whether a torch checkpoint (a zip archive) was written to the end: a cut file has no central directory."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def latest_complete_step(folder: Path) -> Tuple[Optional[int], List[Path]]:
+    """The step of the newest complete `step-N.ckpt` in `folder` (nerfstudio writes checkpoints in place, so a run
+    killed while saving leaves a cut last file), and the cut files skipped."""
+    found = sorted(Path(folder).glob("step-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]), reverse=True)
+    skipped = []
+    for path in found:
+        if _is_complete(path):
+            return int(path.stem.split("-")[1]), skipped
+        skipped.append(path)
+    return None, skipped

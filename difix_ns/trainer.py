@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Literal, Type
 
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 
+from difix_ns.checkpoints import latest_complete_step
 from difix_ns.errors import UserError, install_user_error_hook
 
 __all__ = ["DifixTrainer", "DifixTrainerConfig"]
@@ -42,3 +44,15 @@ class DifixTrainer(Trainer):
         settle = getattr(self.pipeline, "settle_fixer", None)  # any pipeline may be configured; only ours has it
         if settle is not None:
             settle(self.base_dir)
+
+    def _load_checkpoint(self) -> None:
+        """nerfstudio's, but resuming from the newest *complete* checkpoint of `--load-dir`: a file cut by a kill
+        during saving is skipped with a warning (nerfstudio would crash on it and lose the run)."""
+        if self.config.load_dir is not None and self.config.load_step is None:
+            step, skipped = latest_complete_step(self.config.load_dir)
+            for path in skipped:
+                CONSOLE.log(f"[yellow]difix: skipping the incomplete checkpoint {path} (cut while it was written)")
+            if step is None and skipped:
+                raise UserError(f"no complete checkpoint in {self.config.load_dir}: every step-*.ckpt is cut")
+            self.config.load_step = step
+        super()._load_checkpoint()
