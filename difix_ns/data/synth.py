@@ -15,6 +15,13 @@ Written to `out/`:
   training views, with their colours (binary PLY, float xyz + uchar rgb).
 - `synth_meta.json`: seed, options, scene description, and per eval frame the distance to its nearest
   training view and a near/far label.
+- `depths/<image name>.npy`: exact depth of every view (float32 [H, W]): the **z-depth** (distance from the camera
+  plane along its viewing axis, as `difix_ns.geometry.warp` takes it) of the first surface hit by each pixel-centre
+  ray, in the world units of `transforms.json` (before nerfstudio's dataparser rescales the scene).
+- `covis/<image name>.png`: co-visibility mask of every eval view (8-bit, 255 where at least one training view sees
+  the pixel-centre surface point, else 0), computed exactly from the analytic surfaces (in front, inside the
+  training image, first hit along the ray from the training camera: `synth_render.covisible_pixels`). Masked
+  metrics (DyCheck's mPSNR/mSSIM) read them.
 
 Same seed and options give byte-identical files.
 """
@@ -31,7 +38,16 @@ from typing import Dict, List, Tuple
 import numpy as np
 from jaxtyping import Float
 
-from difix_ns.data.synth_render import Intrinsics, SceneObject, SynthScene, pixel_rays, render_view, shade_rays
+from difix_ns.data.synth_render import (
+    Intrinsics,
+    SceneObject,
+    SynthScene,
+    covisible_pixels,
+    pixel_rays,
+    render_view,
+    shade_rays,
+    view_depth,
+)
 
 __all__ = [
     "SynthConfig",
@@ -47,6 +63,8 @@ _PLACEMENT_RADIUS = 1.8
 _POINT_NOISE = 0.015
 _NOISE_LATTICE = 32
 _IMAGE_GLOBS = ("train_*.png", "eval_*.png")
+_DEPTH_FOLDER, _COVIS_FOLDER = "depths", "covis"
+_DERIVED_GLOBS = ((_DEPTH_FOLDER, ("train_*.npy", "eval_*.npy")), (_COVIS_FOLDER, ("eval_*.png",)))
 _OUTPUT_FILES = ("transforms.json", "sparse_pc.ply", "synth_meta.json")
 
 
@@ -355,10 +373,11 @@ def _write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
 
 
 def _prepare_out(out: Path) -> Path:
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    for pattern in _IMAGE_GLOBS:
-        for stale in sorted((out / "images").glob(pattern)):
-            stale.unlink()
+    for folder, patterns in (("images", _IMAGE_GLOBS), *_DERIVED_GLOBS):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        for pattern in patterns:
+            for stale in sorted((out / folder).glob(pattern)):
+                stale.unlink()
     for name in _OUTPUT_FILES:
         (out / name).unlink(missing_ok=True)
     return out
@@ -385,6 +404,7 @@ def make_synthetic_scene(config: SynthConfig) -> Path:
             image = render_view(scene, view["c2w"][:3], intr, config.supersample)
             Image.fromarray(_to_uint8(image)).save(out / view["file_path"], format="PNG")
             frames.append({"file_path": view["file_path"], "transform_matrix": _matrix(view["c2w"])})
+    _write_geometry(out, scene, train, evals, intr)
 
     xyz, rgb = _sample_points(config, scene, train, intr)
     _write_ply(out / "sparse_pc.ply", xyz, rgb)
@@ -412,6 +432,20 @@ def make_synthetic_scene(config: SynthConfig) -> Path:
     (out / "transforms.json").write_text(json.dumps(transforms, indent=2) + "\n")
     (out / "synth_meta.json").write_text(json.dumps(_meta(config, scene, train, evals), indent=2) + "\n")
     return out
+
+
+def _write_geometry(out: Path, scene: SynthScene, train: List[Dict], evals: List[Dict], intr: Intrinsics) -> None:
+    """`depths/<name>.npy` of every view and `covis/<name>.png` of every eval view (see the module docstring)."""
+    from PIL import Image
+
+    train_poses = [view["c2w"][:3] for view in train]
+    for view in train + evals:
+        stem = Path(view["file_path"]).stem
+        depth, _ = view_depth(scene, view["c2w"][:3], intr)
+        np.save(out / _DEPTH_FOLDER / f"{stem}.npy", depth.astype(np.float32))
+    for view in evals:
+        mask = covisible_pixels(scene, view["c2w"][:3], train_poses, intr)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(out / _COVIS_FOLDER / f"{Path(view['file_path']).stem}.png")
 
 
 def _meta(config: SynthConfig, scene: SynthScene, train: List[Dict], evals: List[Dict]) -> Dict:

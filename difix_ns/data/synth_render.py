@@ -18,15 +18,19 @@ import numpy as np
 from jaxtyping import Bool, Float, Int
 
 __all__ = [
+    "VISIBILITY_RTOL",
     "Intrinsics",
     "SceneObject",
     "SynthScene",
     "camera_rays",
     "cast_rays",
+    "covisible_pixels",
     "lambert_shade",
     "pixel_rays",
     "render_view",
     "shade_rays",
+    "view_depth",
+    "visible_from",
 ]
 
 _EPS = 1e-6
@@ -389,3 +393,57 @@ def render_view(
     origins, dirs = camera_rays(c2w, intrinsics, supersample)
     rgb, _, _ = shade_rays(scene, origins, dirs)
     return rgb.reshape(intrinsics.height, intrinsics.width, supersample * supersample, 3).mean(axis=2)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Geometry: depth and co-visibility (exact: from the analytic surfaces, no depth maps)
+
+VISIBILITY_RTOL = 1e-6
+"""Relative tolerance of the exact visibility test: a point is visible from a camera when the first surface along
+the ray towards it is no nearer than (1 - VISIBILITY_RTOL) times its distance (float round-off only)."""
+
+
+def view_depth(
+    scene: SynthScene, c2w: Float[np.ndarray, "3 4"], intrinsics: Intrinsics
+) -> Tuple[Float[np.ndarray, "H W"], Float[np.ndarray, "N 3"]]:
+    """Z-depth of each pixel centre's first hit (distance from the camera plane along the viewing axis, the
+    convention of `difix_ns.geometry.warp`) and the hit points [H*W, 3] (row-major)."""
+    c2w = np.asarray(c2w, dtype=np.float64)
+    origins, dirs = camera_rays(c2w, intrinsics, supersample=1)
+    t, _, _ = cast_rays(scene, origins, dirs)
+    forward = -c2w[:3, 2]
+    depth = (t * (dirs @ forward)).reshape(intrinsics.height, intrinsics.width)
+    return depth, origins + dirs * t[:, None]
+
+
+def visible_from(
+    scene: SynthScene, points: Float[np.ndarray, "N 3"], c2w: Float[np.ndarray, "3 4"], intrinsics: Intrinsics
+) -> Bool[np.ndarray, "N"]:
+    """Whether a pinhole camera sees each surface point: in front of it, projected inside its image
+    ([0, W] x [0, H]), and the first surface along the ray from the camera centre towards it is the point itself."""
+    c2w = np.asarray(c2w, dtype=np.float64)
+    cam = (points - c2w[:3, 3]) @ c2w[:3, :3]
+    z = -cam[:, 2]
+    safe_z = np.where(z > _EPS, z, 1.0)
+    u = intrinsics.fx * cam[:, 0] / safe_z + intrinsics.cx
+    v = -intrinsics.fy * cam[:, 1] / safe_z + intrinsics.cy
+    seen = (z > _EPS) & (u >= 0) & (u <= intrinsics.width) & (v >= 0) & (v <= intrinsics.height)
+    offsets = points[seen] - c2w[:3, 3]
+    distance = np.linalg.norm(offsets, axis=1)
+    origins = np.broadcast_to(c2w[:3, 3], offsets.shape).copy()
+    t, _, _ = cast_rays(scene, origins, offsets / distance[:, None])
+    seen[seen] = t >= distance * (1.0 - VISIBILITY_RTOL)
+    return seen
+
+
+def covisible_pixels(
+    scene: SynthScene, c2w: Float[np.ndarray, "3 4"], others: List[Float[np.ndarray, "3 4"]], intrinsics: Intrinsics
+) -> Bool[np.ndarray, "H W"]:
+    """Pixels of the view `c2w` whose pixel-centre surface point at least one camera of `others` sees
+    (`visible_from`, all cameras sharing `intrinsics`): the co-visibility mask of DyCheck, exact."""
+    _, points = view_depth(scene, c2w, intrinsics)
+    seen = np.zeros(len(points), dtype=bool)
+    for other in others:
+        todo = ~seen
+        seen[todo] = visible_from(scene, points[todo], other, intrinsics)
+    return seen.reshape(intrinsics.height, intrinsics.width)

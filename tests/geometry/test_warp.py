@@ -115,7 +115,7 @@ def test_occluded_pixels_are_masked():
     ref_depth[0, :, 8:12] = 2.0
     _, valid, meta = warp_references(ref_rgb, ref_depth, ref_c2w, ref_k, depth, target_c2w, k)
     occluded = torch.zeros_like(depth, dtype=torch.bool)
-    occluded[:, 11:15] = True  # target column j lands on reference column j - 3
+    occluded[:, 11:15] = True  # target column j lands on the centre of reference column j - 3
     assert torch.equal(~meta["unoccluded"][0] & meta["in_frame"][0], occluded)
     assert not valid[0, 0][occluded].any()
     assert valid[0, 0][:, 3:][~occluded[:, 3:]].all()

@@ -1,5 +1,6 @@
 """Brute-force twin of `difix_ns.geometry.warp`: one pixel and one reference at a time, float64 numpy, every step
-written out (lift, rigid transform, pinhole projection, frame test, bilinear lookup with clamped borders)."""
+written out (lift, rigid transform, pinhole projection, frame test, occlusion against the reference depth of the
+pixel the point falls in, bilinear lookup with clamped borders)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ def _bilinear(image: np.ndarray, u: float, v: float) -> np.ndarray:
     return top * (1 - wy) + bottom * wy
 
 
+def _pixel_value(depth: np.ndarray, u: float, v: float) -> float:
+    """`depth` [H, W] at the pixel that contains position (u, v), clamped to the image."""
+    height, width = depth.shape
+    return float(depth[min(int(math.floor(v)), height - 1), min(int(math.floor(u)), width - 1)])
+
+
 def warp_one_pixel(
     row: int, col: int, target_depth, target_c2w, target_k, ref_rgb, ref_depth, ref_c2w, ref_k, rtol: float
 ) -> Tuple[np.ndarray, bool]:
@@ -42,7 +49,7 @@ def warp_one_pixel(
     height, width = ref_depth.shape
     if not (0 <= u <= width and 0 <= v <= height):
         return np.zeros(3), False
-    ref_z = float(_bilinear(ref_depth[None], u, v)[0])
+    ref_z = _pixel_value(ref_depth, u, v)
     if not (ref_z > 0 and z <= ref_z * (1 + rtol)):
         return np.zeros(3), False
     return _bilinear(ref_rgb, u, v), True
