@@ -29,10 +29,11 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerDropdown, ViewerNumber
 from torch import Tensor
 
+from difix_ns.fixers.base import Fixer
 from difix_ns.fixers.config import FixerConfig
 from difix_ns.progressive.references import TrainingViews
 
-__all__ = ["DifixFixingConfig", "DifixFixingMixin", "REFERENCE_MODES"]
+__all__ = ["DifixFixingConfig", "DifixFixingMixin", "FixingState", "REFERENCE_MODES"]
 
 REFERENCE_MODES = ("nearest", "none")
 """Reference views given to the fixer in post-processing: the nearest training view, or none."""
@@ -93,45 +94,56 @@ class DifixFixingConfig:
     """Weight of the loss on pseudo views (pseudo rays in nerfacto), the paper's 0.3."""
 
 
-class DifixFixingMixin:
-    """Mix into a nerfstudio model whose config has `fixer`, `postprocess`, `postprocess_reference` and
-    `pseudo_loss_weight`; call `_setup_fixing()` in `populate_modules`."""
+@dataclass
+class FixingState:
+    """The mixin's per-model state, in a plain object: nn.Module then does not register the fixer as a submodule
+    (its weights are not part of the scene's checkpoint)."""
 
-    config: object
+    fixer: Optional[Fixer] = None
+    """The fixer, built at first use (or set by the pipeline)."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    """Guards building and replacing the fixer (the viewer renders from its own thread)."""
+    training_views: Optional[TrainingViews] = None
+    """References of post-processing (given by the pipeline)."""
+
+
+class DifixFixingMixin:
+    """Mix into a nerfstudio model whose config is a `DifixFixingConfig`; call `_setup_fixing()` in
+    `populate_modules`."""
+
+    config: DifixFixingConfig
     device: torch.device
 
     # ---------------------------------------------------------------- set-up
     def _setup_fixing(self) -> None:
-        reference = self.config.postprocess_reference  # type: ignore[attr-defined]
+        reference = self.config.postprocess_reference
         if reference not in REFERENCE_MODES:
             raise ValueError(f"postprocess_reference must be one of {REFERENCE_MODES}, got {reference!r}")
-        object.__setattr__(self, "_fixer", None)  # not a submodule: not saved with the scene
-        object.__setattr__(self, "_fixer_lock", threading.Lock())
-        object.__setattr__(self, "_training_views", None)
+        self.fixing = FixingState()
         self.viewer_postprocess = ViewerCheckbox(
             "Difix post-processing",
-            default_value=bool(self.config.postprocess),  # type: ignore[attr-defined]
+            default_value=bool(self.config.postprocess),
             hint="Fix every render with the configured fixer (Difix3D+); the displayed RGB is the fixed one.",
         )
         self.viewer_reference = ViewerDropdown("Fixer reference", default_value=reference, options=list(REFERENCE_MODES))
         self.viewer_fixer_latency = _ViewerReadout("Fixer latency (ms)", default_value=0.0)
 
-    def get_fixer(self):
+    def get_fixer(self) -> Fixer:
         """The fixer of `config.fixer`, built at first use (thread-safe)."""
-        with self._fixer_lock:  # type: ignore[attr-defined]
-            if self._fixer is None:  # type: ignore[attr-defined]
-                object.__setattr__(self, "_fixer", self.config.fixer.setup())  # type: ignore[attr-defined]
-            return self._fixer  # type: ignore[attr-defined]
+        with self.fixing.lock:
+            if self.fixing.fixer is None:
+                self.fixing.fixer = self.config.fixer.setup()
+            return self.fixing.fixer
 
-    def set_fixer(self, fixer) -> None:
+    def set_fixer(self, fixer: Optional[Fixer]) -> None:
         """Use `fixer` from now on instead of building one from `config.fixer` (the pipeline does this for the
-        self-trained fixer, which needs the scene)."""
-        with self._fixer_lock:  # type: ignore[attr-defined]
-            object.__setattr__(self, "_fixer", fixer)
+        self-trained fixer, which needs the scene); None builds it again at next use."""
+        with self.fixing.lock:
+            self.fixing.fixer = fixer
 
     def attach_training_views(self, views: Optional[TrainingViews]) -> None:
         """Give the model the training views that post-processing uses as references (done by the pipeline)."""
-        object.__setattr__(self, "_training_views", views)
+        self.fixing.training_views = views
 
     @property
     def postprocess_enabled(self) -> bool:
@@ -148,7 +160,7 @@ class DifixFixingMixin:
             raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}")
         refs = None
         fixer = self.get_fixer()
-        views: Optional[TrainingViews] = self._training_views  # type: ignore[attr-defined]
+        views = self.fixing.training_views
         if reference == "nearest" and views is not None and fixer.supports_refs:
             index = views.nearest(camera.camera_to_worlds.reshape(-1, 3, 4)[:1], 1)
             refs = views.references(index, (rgb.shape[0], rgb.shape[1]))
@@ -190,4 +202,4 @@ class DifixFixingMixin:
 
     # ---------------------------------------------------------------- pseudo views in the loss
     def _pseudo_weight(self) -> float:
-        return float(self.config.pseudo_loss_weight)  # type: ignore[attr-defined]
+        return float(self.config.pseudo_loss_weight)

@@ -20,12 +20,12 @@ from difix_ns.models.difix_splatfacto import DifixSplatfactoModelConfig
 def model_with_nafnet(trained_splatfacto):
     """The trained model with a small untrained NAFNet as fixer (it visibly changes images), restored after."""
     model = trained_splatfacto["trainer"].pipeline.model
-    previous = model._fixer
-    object.__setattr__(model, "_fixer", FixerConfig(backend="nafnet", nafnet_width=8, nafnet_use_reference=True, random_init=True, device="cpu").setup())
+    previous = model.fixing.fixer
+    model.set_fixer(FixerConfig(backend="nafnet", nafnet_width=8, nafnet_use_reference=True, random_init=True, device="cpu").setup())
     model.viewer_postprocess.value = True
     model.eval()
     yield model
-    object.__setattr__(model, "_fixer", previous)
+    model.set_fixer(previous)
     model.viewer_postprocess.value = model.config.postprocess
 
 
@@ -37,7 +37,7 @@ def test_model_construction_does_not_build_the_fixer(offline):
     config = DifixSplatfactoModelConfig(num_random=50, fixer=FixerConfig(backend="difix", checkpoint="nowhere/at-all"))
     box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
     model = config.setup(scene_box=box, num_train_data=2, metadata={})
-    assert model._fixer is None, "the fixer is built at first use, not with the model"
+    assert model.fixing.fixer is None, "the fixer is built at first use, not with the model"
     assert not any("fixer" in key for key in model.state_dict()), "fixer weights are not part of the scene"
 
 
@@ -66,7 +66,7 @@ def test_toggling_post_processing_changes_the_rendered_output(model_with_nafnet,
 def test_in_the_viewer_the_displayed_rgb_is_fixed_and_the_lock_is_released(model_with_nafnet, trained_splatfacto):
     model, camera = model_with_nafnet, _camera(trained_splatfacto)
     lock = threading.Lock()
-    fixer = model._fixer
+    fixer = model.fixing.fixer
     seen_locked = []
     inner_fix = fixer.fix
 
@@ -103,21 +103,21 @@ def test_in_the_viewer_the_displayed_rgb_is_fixed_and_the_lock_is_released(model
 def test_reference_mode_uses_the_nearest_training_view(model_with_nafnet, trained_splatfacto):
     model, camera = model_with_nafnet, _camera(trained_splatfacto, 3)
     calls = []
-    inner = model._training_views.references
+    inner = model.fixing.training_views.references
 
     def references(indices, size):
         calls.append(indices.tolist())
         return inner(indices, size)
 
-    model._training_views.references = references
+    model.fixing.training_views.references = references
     try:
         model.get_outputs_for_camera(camera)
         model.viewer_reference.value = "none"
         model.get_outputs_for_camera(camera)
     finally:
         model.viewer_reference.value = "nearest"
-        del model._training_views.references
-    expected = model._training_views.nearest(camera.camera_to_worlds, 1).tolist()
+        del model.fixing.training_views.references
+    expected = model.fixing.training_views.nearest(camera.camera_to_worlds, 1).tolist()
     assert calls == [expected], "one lookup in 'nearest' mode, none in 'none' mode"
 
 
