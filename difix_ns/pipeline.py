@@ -65,6 +65,9 @@ class DifixPipeline(VanillaPipeline):
         self._training_views = self._make_training_views()
         if hasattr(self.model, "attach_training_views"):
             self.model.attach_training_views(self._training_views)
+        eval_dataset = getattr(self.datamanager, "eval_dataset", None)
+        if eval_dataset is not None and hasattr(self.model, "attach_eval_images"):  # co-visibility-masked metrics
+            self.model.attach_eval_images(self.datamanager.dataparser.config.data, eval_dataset.image_filenames)
         self._output_dir: Optional[Path] = None
         self.self_fixer_path: Optional[Path] = None
         self.self_fixer_used = True
