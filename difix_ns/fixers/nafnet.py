@@ -10,6 +10,11 @@ Addition of this project (off by default): an optional reference input. Each ref
 3x3 "intro" conv; the features are averaged over the R views and added to the target's intro features, so any
 number of references (or none) works with the same weights.
 
+Second addition (off by default, `warped_references=K > 0`): K reference views warped into the target camera by
+depth (`difix_ns.geometry.warp_references`) and their validity masks enter as extra input channels of the intro
+conv: [render (C), K x (warped view (C) + mask (1))]. The residual is still added to the render. A saved config
+without the field (older checkpoints) loads with the default, 0: the original architecture.
+
 The architecture only; training lives elsewhere. `NAFNetFixer` adapts it to the `Fixer` interface.
 """
 
@@ -95,6 +100,8 @@ class NAFNet(ModelMixin, ConfigMixin):
         dec_blk_nums: NAFBlocks per decoder level; must have the same length as `enc_blk_nums`.
         use_reference: add a reference-view input (averaged over any number of views).
         dropout: dropout rate inside the blocks.
+        warped_references: number K of depth-warped reference views (with their validity masks) taken as extra
+            input channels; 0 (default) takes none.
     """
 
     @register_to_config
@@ -107,6 +114,7 @@ class NAFNet(ModelMixin, ConfigMixin):
         dec_blk_nums: Sequence[int] = (1, 1, 1),
         use_reference: bool = False,
         dropout: float = 0.0,
+        warped_references: int = 0,
     ) -> None:
         super().__init__()
         if len(enc_blk_nums) != len(dec_blk_nums):
@@ -115,7 +123,9 @@ class NAFNet(ModelMixin, ConfigMixin):
             )
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
-        self.intro = nn.Conv2d(img_channels, width, 3, padding=1)
+        if warped_references < 0:
+            raise ValueError(f"warped_references must be >= 0, got {warped_references}")
+        self.intro = nn.Conv2d(img_channels + warped_references * (img_channels + 1), width, 3, padding=1)
         self.ref_intro = nn.Conv2d(img_channels, width, 3, padding=1) if use_reference else None
         self.ending = nn.Conv2d(width, img_channels, 3, padding=1)
         self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
@@ -132,14 +142,39 @@ class NAFNet(ModelMixin, ConfigMixin):
             self.decoders.append(nn.Sequential(*[NAFBlock(chan, dropout=dropout) for _ in range(num)]))
         self.size_multiple = 2 ** len(enc_blk_nums)
 
+    def _with_warped(
+        self, inp: Tensor, warped: Optional[Tensor], warped_mask: Optional[Tensor]
+    ) -> Tensor:
+        """The intro conv's input: `inp`, then each warped view followed by its mask, along the channels."""
+        count = self.config.warped_references
+        if count == 0:
+            if warped is not None or warped_mask is not None:
+                raise ValueError("this NAFNet takes no warped references (warped_references=0)")
+            return inp
+        b, c, h, w = inp.shape
+        if warped is None or warped_mask is None or warped.shape != (b, count, c, h, w):
+            raise ValueError(
+                f"warped must be [B, K, C, H, W] = {(b, count, c, h, w)} with its warped_mask, got "
+                f"{None if warped is None else tuple(warped.shape)}"
+            )
+        if warped_mask.shape != (b, count, 1, h, w):
+            raise ValueError(f"warped_mask must be [B, K, 1, H, W] = {(b, count, 1, h, w)}, got {tuple(warped_mask.shape)}")
+        views = torch.cat([warped, warped_mask.to(warped.dtype)], dim=2).flatten(1, 2)
+        return torch.cat([inp, views], dim=1)
+
     def forward(
-        self, inp: Float[Tensor, "B C H W"], refs: Optional[Float[Tensor, "B R C H W"]] = None
+        self,
+        inp: Float[Tensor, "B C H W"],
+        refs: Optional[Float[Tensor, "B R C H W"]] = None,
+        warped: Optional[Float[Tensor, "B K C H W"]] = None,
+        warped_mask: Optional[Float[Tensor, "B K 1 H W"]] = None,
     ) -> Float[Tensor, "B C H W"]:
-        """H and W must be multiples of `size_multiple` (`NAFNetFixer` pads for you)."""
+        """H and W must be multiples of `size_multiple` (`NAFNetFixer` pads for you). `warped` and `warped_mask`
+        (1 where valid) are required exactly when `config.warped_references` > 0."""
         h, w = inp.shape[-2:]
         if h % self.size_multiple or w % self.size_multiple:
             raise ValueError(f"NAFNet needs H, W multiples of {self.size_multiple}, got {(h, w)}")
-        x = self.intro(inp)
+        x = self.intro(self._with_warped(inp, warped, warped_mask))
         if refs is not None and self.ref_intro is not None:
             feats = self.ref_intro(refs.flatten(0, 1)).unflatten(0, refs.shape[:2])
             x = x + feats.mean(dim=1)
