@@ -21,7 +21,8 @@ Written to `out/`:
 - `covis/<image name>.png`: co-visibility mask of every eval view (8-bit, 255 where at least one training view sees
   the pixel-centre surface point, else 0), computed exactly from the analytic surfaces (in front, inside the
   training image, first hit along the ray from the training camera: `synth_render.covisible_pixels`). Masked
-  metrics (DyCheck's mPSNR/mSSIM) read them.
+  metrics (DyCheck's mPSNR/mSSIM) read them. They hold for this split's training views; a derived split with
+  other training views gets its own with `write_split_covisibility`.
 
 Same seed and options give byte-identical files.
 """
@@ -33,7 +34,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from jaxtyping import Float
@@ -54,6 +55,7 @@ __all__ = [
     "build_cameras",
     "build_scene",
     "make_synthetic_scene",
+    "write_split_covisibility",
 ]
 
 _ORBIT_RADIUS = 4.0
@@ -436,8 +438,6 @@ def make_synthetic_scene(config: SynthConfig) -> Path:
 
 def _write_geometry(out: Path, scene: SynthScene, train: List[Dict], evals: List[Dict], intr: Intrinsics) -> None:
     """`depths/<name>.npy` of every view and `covis/<name>.png` of every eval view (see the module docstring)."""
-    from PIL import Image
-
     train_poses = [view["c2w"][:3] for view in train]
     for view in train + evals:
         stem = Path(view["file_path"]).stem
@@ -445,7 +445,34 @@ def _write_geometry(out: Path, scene: SynthScene, train: List[Dict], evals: List
         np.save(out / _DEPTH_FOLDER / f"{stem}.npy", depth.astype(np.float32))
     for view in evals:
         mask = covisible_pixels(scene, view["c2w"][:3], train_poses, intr)
-        Image.fromarray(mask.astype(np.uint8) * 255).save(out / _COVIS_FOLDER / f"{Path(view['file_path']).stem}.png")
+        _save_mask(out / _COVIS_FOLDER / f"{Path(view['file_path']).stem}.png", mask)
+
+
+def _save_mask(path: Path, mask: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+
+
+def write_split_covisibility(scene_dir: Path, train: Sequence[str], evals: Sequence[str], out: Path) -> List[Path]:
+    """Exact co-visibility masks of the views `evals` as seen from the views `train` (file_paths in the
+    transforms.json of the synthetic scene `scene_dir`, rebuilt from its synth_meta.json) written to
+    `out/covis/<name>.png`, for a derived split whose training views are not the scene's own. Returns the files."""
+    scene_dir, out = Path(scene_dir), Path(out)
+    config = SynthConfig(**json.loads((scene_dir / "synth_meta.json").read_text())["options"])
+    frames = json.loads((scene_dir / "transforms.json").read_text())["frames"]
+    poses = {str(f["file_path"]): np.asarray(f["transform_matrix"], dtype=np.float64)[:3] for f in frames}
+    unknown = sorted((set(train) | set(evals)) - set(poses))
+    if unknown:
+        raise ValueError(f"frames not in {scene_dir / 'transforms.json'}: {unknown[:5]}")
+    scene, intr = build_scene(config), _intrinsics(config)
+    (out / _COVIS_FOLDER).mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in evals:
+        path = out / _COVIS_FOLDER / f"{Path(name).stem}.png"
+        _save_mask(path, covisible_pixels(scene, poses[name], [poses[t] for t in train], intr))
+        written.append(path)
+    return written
 
 
 def _meta(config: SynthConfig, scene: SynthScene, train: List[Dict], evals: List[Dict]) -> Dict:

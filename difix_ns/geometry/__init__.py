@@ -1,5 +1,13 @@
-"""Scene geometry for fixing and evaluation: depth-warped reference views and co-visibility masks."""
+"""Scene geometry for fixing and evaluation: depth-warped reference views (`warp`), co-visibility masks and the
+masked metrics of DyCheck (`covis`)."""
 
+from difix_ns.geometry.covis import (
+    COVIS_FOLDER,
+    covisibility_mask_paths,
+    load_covisibility_mask,
+    masked_psnr,
+    masked_ssim,
+)
 from difix_ns.geometry.warp import (
     DEFAULT_RTOL,
     covisibility_mask,
@@ -9,8 +17,13 @@ from difix_ns.geometry.warp import (
 )
 
 __all__ = [
+    "COVIS_FOLDER",
     "DEFAULT_RTOL",
     "covisibility_mask",
+    "covisibility_mask_paths",
+    "load_covisibility_mask",
+    "masked_psnr",
+    "masked_ssim",
     "project_into_references",
     "ray_distance_to_z_depth",
     "warp_references",

@@ -109,3 +109,21 @@ def test_warp_covisibility_from_depth_maps_agrees_with_the_exact_masks(tmp_path:
         agreement.append(float((estimate.numpy() == exact).mean()))
     # Measured at this size: mean 0.980, worst view 0.940 (depth maps disagree at silhouettes and grazing ground).
     assert np.mean(agreement) > 0.97 and min(agreement) > 0.9, agreement
+
+
+def test_masks_for_another_split(tiny: Path, tmp_path: Path):
+    from difix_ns.data.synth import write_split_covisibility
+
+    transforms = json.loads((tiny / "transforms.json").read_text())
+    train, evals = transforms["train_filenames"], transforms["val_filenames"]
+    # The scene's own split reproduces its masks, byte for byte.
+    same = write_split_covisibility(tiny, train, evals, tmp_path / "same")
+    assert [p.read_bytes() for p in same] == [(tiny / "covis" / p.name).read_bytes() for p in same]
+    # Fewer training views see less; a training view (now held out) is seen by its neighbours.
+    fewer = write_split_covisibility(tiny, train[:2], evals + train[2:3], tmp_path / "fewer")
+    full = [np.asarray(Image.open(tiny / "covis" / p.name)) for p in fewer[: len(evals)]]
+    part = [np.asarray(Image.open(p)) for p in fewer]
+    assert all(((b > 0) <= (a > 0)).all() for a, b in zip(full, part)) and sum(int((a > b).sum()) for a, b in zip(full, part)) > 0
+    assert 0.2 < (part[-1] > 0).mean() < 1.0
+    with pytest.raises(ValueError, match="not in"):
+        write_split_covisibility(tiny, ["images/nope.png"], evals, tmp_path / "bad")
