@@ -114,7 +114,9 @@ class DifixPipeline(VanillaPipeline):
 
     # ---------------------------------------------------------------- the fixer stage (before training)
     def _needs_self_fixer(self) -> bool:
-        fixer = self.model.config.fixer
+        from difix_ns.fixers.config import resolve_auto
+
+        fixer = resolve_auto(self.model.config.fixer)[0]
         return fixer.backend == "self" and fixer.checkpoint is None
 
     def _use_self_fixer(self, folder: Path, use: bool = True) -> None:
@@ -122,7 +124,7 @@ class DifixPipeline(VanillaPipeline):
         validation pairs) the identity."""
         self.self_fixer_path, self.self_fixer_used = Path(folder), use
         if use:
-            config = dataclasses.replace(self.model.config.fixer, checkpoint=str(folder))
+            config = dataclasses.replace(self.model.config.fixer, backend="self", checkpoint=str(folder))
         else:
             config = dataclasses.replace(self.model.config.fixer, backend="identity", checkpoint=None)
         self.model.set_fixer(config.setup())

@@ -18,6 +18,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from difix_ns.checkpoints import latest_complete_step
 from difix_ns.errors import UserError, install_user_error_hook
+from difix_ns.fixers.config import resolve_auto
 
 __all__ = ["DifixTrainer", "DifixTrainerConfig"]
 
@@ -33,17 +34,27 @@ class DifixTrainer(Trainer):
     """Trainer whose set-up ends with the pipeline's fixer stage (`DifixPipeline.settle_fixer`)."""
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
-        fixer = getattr(self.config.pipeline.model, "fixer", None)
-        if fixer is not None:
-            try:
-                fixer.check()
-            except UserError:
-                install_user_error_hook()  # ns-train's main is nerfstudio's: one message, no traceback
-                raise
+        self._settle_fixer_settings()
         super().setup(test_mode=test_mode)
         settle = getattr(self.pipeline, "settle_fixer", None)  # any pipeline may be configured; only ours has it
         if settle is not None:
             settle(self.base_dir)
+
+    def _settle_fixer_settings(self) -> None:
+        """Resolve the `auto` back-end (saying which and why; config.yml then records the choice, so ns-eval and the
+        viewer use the same) and check the fixer settings."""
+        model = self.config.pipeline.model
+        if getattr(model, "fixer", None) is None:
+            return
+        if model.fixer.backend == "auto":
+            model.fixer, reason = resolve_auto(model.fixer)
+            CONSOLE.log(f"difix: fixer back-end {model.fixer.backend}: {reason}")
+            self.config.save_config()
+        try:
+            model.fixer.check()
+        except UserError:
+            install_user_error_hook()  # ns-train's main is nerfstudio's: one message, no traceback
+            raise
 
     def _load_checkpoint(self) -> None:
         """nerfstudio's, but resuming from the newest *complete* checkpoint of `--load-dir`: a file cut by a kill

@@ -8,7 +8,10 @@ from typing import Any, Literal, Optional, Type
 
 from difix_ns.errors import UserError
 
-__all__ = ["FixerConfig", "FixerSettingsError", "build_fixer", "check_fixer_config"]
+__all__ = ["DEFAULT_DIFIX", "FixerConfig", "FixerSettingsError", "build_fixer", "check_fixer_config", "resolve_auto"]
+
+DEFAULT_DIFIX = "nvidia/difix_ref"
+"""The Difix checkpoint the `auto` back-end uses when it is in the local Hugging Face cache."""
 
 
 class FixerSettingsError(UserError):
@@ -38,10 +41,40 @@ def _check_difix_source(config: "FixerConfig") -> None:
         raise FixerSettingsError(str(err)) from None
 
 
+def resolve_auto(config: "FixerConfig") -> "tuple[FixerConfig, str]":
+    """The back-end `auto` stands for, and why: Difix with `nvidia/difix_ref` when that checkpoint is complete in
+    the local Hugging Face cache (nothing is downloaded), else `self` (a NAFNet trained on the scene's own training
+    views). Other back-ends are returned as they are."""
+    from dataclasses import replace
+
+    if config.backend != "auto":
+        return config, f"--pipeline.model.fixer.backend {config.backend}"
+    from difix_ns.fixers.difix_checkpoint import check_difix_folder
+
+    try:
+        from huggingface_hub import snapshot_download
+
+        from difix_ns.fixers.difix_checkpoint import HUB_FILE_PATTERNS
+
+        folder = snapshot_download(
+            DEFAULT_DIFIX, cache_dir=None if config.cache_dir is None else str(config.cache_dir),
+            local_files_only=True, allow_patterns=HUB_FILE_PATTERNS,
+        )  # fmt: skip
+        check_difix_folder(Path(folder))
+    except Exception:  # noqa: BLE001 - not in the cache (or incomplete there): the offline choice
+        return replace(config, backend="self"), (
+            f"{DEFAULT_DIFIX} is not in the local Hugging Face cache, so a NAFNet is trained on this scene's training "
+            "views (choose with --pipeline.model.fixer.backend difix|nafnet|self|identity)"
+        )
+    return replace(config, backend="difix", checkpoint=DEFAULT_DIFIX), f"{DEFAULT_DIFIX} is in the local cache"
+
+
 def check_fixer_config(config: "FixerConfig") -> None:
     """Check `config` in seconds, without loading any weights; raise `FixerSettingsError` naming the problem."""
-    if config.backend not in ("difix", "nafnet", "self", "identity"):
-        raise FixerSettingsError(f"unknown fixer backend {config.backend!r}; choose difix, nafnet, self or identity")
+    if config.backend not in ("auto", "difix", "nafnet", "self", "identity"):
+        raise FixerSettingsError(
+            f"unknown fixer backend {config.backend!r}; choose auto, difix, nafnet, self or identity"
+        )
     if config.backend == "difix":
         if config.checkpoint is None:
             raise FixerSettingsError(
@@ -64,6 +97,7 @@ def build_fixer(config: "FixerConfig") -> Any:
 
     auto = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(auto if config.device == "auto" else config.device)
+    config = resolve_auto(config)[0]
     if config.backend == "identity":
         from difix_ns.fixers.base import IdentityFixer
 
@@ -115,9 +149,10 @@ class FixerConfig:
 
     _target: Type = field(default_factory=lambda: build_fixer)
     """Factory called by `setup()` (nerfstudio convention; here a function dispatching on `backend`)."""
-    backend: Literal["difix", "nafnet", "self", "identity"] = "difix"
+    backend: Literal["auto", "difix", "nafnet", "self", "identity"] = "difix"
     """Fixer back-end: single-step Difix, the small NAFNet restorer, `self` (a NAFNet the method trains on the
-    scene's own training views before its first training step), or identity (no change)."""
+    scene's own training views before its first training step), identity (no change), or auto (Difix with
+    nvidia/difix_ref when it is in the local Hugging Face cache, else self)."""
     checkpoint: Optional[str] = None
     """Difix: hub id (nvidia/difix, nvidia/difix_ref) or folder. NAFNet: folder from save_pretrained (None only
     with random_init). Ignored by identity."""

@@ -81,10 +81,10 @@ class _ViewerReadout(ViewerNumber):
 class DifixFixingConfig:
     """Model settings of the Difix3D(+) additions, shared by difix-splatfacto and difix-nerfacto."""
 
-    fixer: FixerConfig = field(default_factory=lambda: FixerConfig(backend="identity"))
-    """Image fixer of the progressive update and of post-processing (built at first use). Default: identity, the
-    best fixer available offline until a trained one is configured (e.g. --pipeline.model.fixer.backend nafnet
-    --pipeline.model.fixer.checkpoint DIR, or difix with nvidia/difix_ref)."""
+    fixer: FixerConfig = field(default_factory=lambda: FixerConfig(backend="auto"))
+    """Image fixer of the progressive update and of post-processing (built at first use). Default: auto, Difix with
+    nvidia/difix_ref when it is in the local Hugging Face cache, else `self` (a NAFNet trained on the scene's own
+    training views before the first step); `ns-train` says which it chose and why."""
     postprocess: bool = True
     """Difix3D+ post-processing: renders for evaluation, ns-render and the viewer also get `rgb_fixed` (the viewer
     checkbox switches it live)."""

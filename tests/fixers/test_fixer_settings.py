@@ -85,3 +85,36 @@ def test_a_self_fixer_that_does_not_beat_doing_nothing_is_replaced_by_identity(t
         assert DifixPipeline._self_fixer_helps(pipeline, fixer_dir) is helps
     pipeline.config.self_fixer.require_gain = False
     assert DifixPipeline._self_fixer_helps(pipeline, fixer_dir) is True
+
+
+def _hub_cache_with(folder: Path, cache: Path, repo: str = "nvidia/difix_ref") -> None:
+    """A Hugging Face cache holding `folder` as the snapshot of `repo` (the layout huggingface_hub reads)."""
+    import shutil
+
+    root = cache / f"models--{repo.replace('/', '--')}"
+    commit = "0" * 40
+    shutil.copytree(folder, root / "snapshots" / commit)
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+
+
+def test_auto_is_difix_ref_when_cached_else_the_self_fixer(tmp_path, nvidia_difix_ref_dir, monkeypatch):
+    from difix_ns.fixers.config import resolve_auto
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    chosen, why = resolve_auto(FixerConfig(backend="auto", cache_dir=tmp_path / "empty_cache"))
+    assert chosen.backend == "self" and "not in the local Hugging Face cache" in why
+    _hub_cache_with(nvidia_difix_ref_dir, tmp_path / "cache")
+    chosen, why = resolve_auto(FixerConfig(backend="auto", cache_dir=tmp_path / "cache"))
+    assert (chosen.backend, chosen.checkpoint) == ("difix", "nvidia/difix_ref") and "local cache" in why
+    chosen.check()
+    assert resolve_auto(FixerConfig(backend="identity"))[0].backend == "identity"
+
+
+def test_the_methods_default_to_auto():
+    from difix_ns.method_configs.difix_nerfacto import difix_nerfacto
+    from difix_ns.method_configs.difix_splatfacto import difix_splatfacto
+
+    for spec in (difix_splatfacto, difix_nerfacto):
+        assert spec.config.pipeline.model.fixer.backend == "auto"
+

@@ -22,8 +22,9 @@ ITERATIONS = 20
 
 # Tiny settings so that a CPU run takes seconds; every flag is an ordinary ns-train option.
 TINY = {
-    "difix-splatfacto": [],
+    "difix-splatfacto": ["--pipeline.model.fixer.backend=identity"],
     "difix-nerfacto": [
+        "--pipeline.model.fixer.backend=identity",
         "--pipeline.model.implementation=torch",
         "--pipeline.datamanager.train-num-rays-per-batch=256",
         "--pipeline.datamanager.eval-num-rays-per-batch=256",

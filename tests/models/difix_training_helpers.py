@@ -6,6 +6,8 @@ import copy
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from difix_ns.fixers.config import FixerConfig
+
 
 
 def tiny_trainer_config(method: str, scene: Path, out: Path, iterations: int, load_dir: Optional[Path] = None):
@@ -24,6 +26,7 @@ def tiny_trainer_config(method: str, scene: Path, out: Path, iterations: int, lo
     config.steps_per_save = 1000
     config.steps_per_eval_image = config.steps_per_eval_all_images = config.steps_per_eval_batch = 100000
     config.load_dir = load_dir
+    config.pipeline.model.fixer = FixerConfig(backend="identity")  # model tests set their own fixer where it matters
     if method == "difix-nerfacto":
         model = config.pipeline.model
         model.implementation = "torch"
