@@ -26,6 +26,7 @@ __all__ = [
     "frame_poses",
     "image_file",
     "image_problem",
+    "load_transforms",
     "read_training_views",
     "read_transforms",
     "write_derived_dataset",
@@ -35,6 +36,18 @@ _SPLIT_KEYS = ("train_filenames", "val_filenames", "test_filenames")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
 
 
+def load_transforms(path: Path) -> dict:
+    """The JSON object of a transforms.json file with its `frames` list, the frames not checked (the dataset
+    validator reports every bad frame at once). ValueError (message without the path) when that fails."""
+    try:
+        meta = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot be read as JSON ({error})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
+        raise ValueError('has no "frames" list')
+    return meta
+
+
 def read_transforms(data: Path) -> dict:
     """A dataset's transforms.json (`data` is the folder or the file), checked to have frames with a `file_path`
     and a 4x4 `transform_matrix`."""
@@ -42,11 +55,11 @@ def read_transforms(data: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --data must be a nerfstudio dataset folder (with transforms.json)")
     try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-    frames = meta.get("frames") if isinstance(meta, dict) else None
-    if not isinstance(frames, list) or not frames:
+        meta = load_transforms(path)
+    except ValueError as error:
+        raise ValueError(f"{path} {error}") from None
+    frames = meta["frames"]
+    if not frames:
         raise ValueError(f"{path} has no frames")
     for i, frame in enumerate(frames):
         if "file_path" not in frame or np.asarray(frame.get("transform_matrix", [])).shape != (4, 4):

@@ -460,7 +460,9 @@ def write_split_covisibility(scene_dir: Path, train: Sequence[str], evals: Seque
     `out/covis/<name>.png`, for a derived split whose training views are not the scene's own. Returns the files."""
     scene_dir, out = Path(scene_dir), Path(out)
     config = SynthConfig(**json.loads((scene_dir / "synth_meta.json").read_text())["options"])
-    frames = json.loads((scene_dir / "transforms.json").read_text())["frames"]
+    from difix_ns.data.scene_io import read_transforms
+
+    frames = read_transforms(scene_dir)["frames"]
     poses = {str(f["file_path"]): np.asarray(f["transform_matrix"], dtype=np.float64)[:3] for f in frames}
     unknown = sorted((set(train) | set(evals)) - set(poses))
     if unknown:

@@ -28,7 +28,6 @@ datasets.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
+from difix_ns.data.scene_io import load_transforms
 from difix_ns.errors import UserError
 
 if TYPE_CHECKING:
@@ -390,12 +390,10 @@ class _TransformsCheck:
 def _transforms_check(path: Path) -> _TransformsCheck:
     name = path.name
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return _TransformsCheck([DatasetProblem(name, f"cannot be read as JSON ({err})")], parse_blocked=True)
-    frames = meta.get("frames") if isinstance(meta, dict) else None
-    if not isinstance(frames, list):
-        return _TransformsCheck([DatasetProblem(name, 'has no "frames" list')], parse_blocked=True)
+        meta = load_transforms(path)
+    except ValueError as err:
+        return _TransformsCheck([DatasetProblem(name, str(err))], parse_blocked=True)
+    frames = meta["frames"]
     check = _TransformsCheck()
     problems = check.problems
     file_paths = []
