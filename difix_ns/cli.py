@@ -12,6 +12,7 @@ import os
 import tyro
 
 from difix_ns.benchmark.command import BenchmarkConfig
+from difix_ns.compression.command import CompressConfig, DecompressConfig
 from difix_ns.data.curate import CurateConfig
 from difix_ns.data.synth import SynthConfig
 from difix_ns.demo import DemoConfig
@@ -29,6 +30,8 @@ def _subcommands() -> dict:
         "benchmark": BenchmarkConfig(),
         "curate": CurateConfig(),
         "train-fixer": TrainFixerConfig(),
+        "compress": CompressConfig(),
+        "decompress": DecompressConfig(),
     }
 
 

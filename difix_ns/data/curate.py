@@ -44,26 +44,11 @@ from difix_ns.data.scene_io import SceneViews, image_file, read_training_views, 
 
 __all__ = [
     "CurateConfig",
-    "prune_and_quantize",
     "CurateResult",
     "curate",
     "read_manifest",
     "train_nerfstudio",
 ]
-
-
-def _no_grad(fn):
-    """`torch.no_grad()` as a decorator without importing torch at module import time."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        import torch
-
-        with torch.no_grad():
-            return fn(*args, **kwargs)
-
-    return wrapper
 
 
 Strategy = Literal["leave-out", "underfit", "cross-reference", "compression"]
@@ -383,30 +368,12 @@ def _run_unit(unit: _Unit, config: CurateConfig, scene: SceneViews, out: Path) -
     return records
 
 
-@_no_grad
-def prune_and_quantize(params: Dict[str, "torch.Tensor"], keep: float, bits: int) -> Dict[str, "torch.Tensor"]:
-    """A crude compressed copy of splat parameters: the `keep` fraction of Gaussians with the highest opacity,
-    every value uniformly quantized to `bits` bits per channel (min-max). Keys as splatfacto's `gauss_params`."""
-    import torch
-
-    n = params["opacities"].shape[0]
-    order = torch.argsort(params["opacities"].reshape(n), descending=True)[: max(1, int(round(keep * n)))]
-    levels = 2**bits - 1
-    out = {}
-    for key, value in params.items():
-        kept = value[order]
-        flat = kept.reshape(kept.shape[0], -1)
-        lo, hi = flat.min(0, keepdim=True).values, flat.max(0, keepdim=True).values
-        scale = (hi - lo).clamp_min(1e-12) / levels
-        out[key] = (torch.round((flat - lo) / scale) * scale + lo).reshape(kept.shape)
-    return out
-
-
 def _render_compressed(config_path: Path, keep: float, bits: int) -> List[object]:
     """Views whose `rendered` is the compressed scene's render and `ground_truth` the full scene's render."""
     import torch
     from nerfstudio.utils.eval_utils import eval_setup
 
+    from difix_ns.compression.codec import prune_and_quantize
     from difix_ns.evaluation import ViewResult
 
     _, pipeline, _, _ = eval_setup(Path(config_path), test_mode="test")

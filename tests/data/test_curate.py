@@ -142,7 +142,7 @@ def test_compression_pairs_compare_a_pruned_quantized_scene_with_the_full_one(se
 def test_prune_and_quantize_keeps_the_most_opaque_and_quantizes():
     import torch
 
-    from difix_ns.data.curate import prune_and_quantize
+    from difix_ns.compression import prune_and_quantize
 
     params = {"opacities": torch.tensor([[0.1], [3.0], [-2.0], [1.0]]), "means": torch.rand(4, 3)}
     out = prune_and_quantize(params, keep=0.5, bits=1)

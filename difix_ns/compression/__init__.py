@@ -1,0 +1,37 @@
+"""Extreme splat compression (issue 13): importance pruning, SH reduction, quantization, Morton order, LZMA; a
+`.dxs` file under a hard byte budget, and back to an ordinary run folder. One codec in the project: curation's
+artifact simulator (`prune_and_quantize`) lives here too."""
+
+from difix_ns.compression.budget import CodecOptions, EncodeResult, encode_at, encode_to_budget
+from difix_ns.compression.codec import (
+    GAUSS_KEYS,
+    QuantizedGaussians,
+    blending_importance,
+    dequantize,
+    morton_codes,
+    prune,
+    prune_and_quantize,
+    quantize,
+    reduce_sh_degree,
+)
+from difix_ns.compression.container import FORMAT_VERSION, MAGIC, pack, unpack
+
+__all__ = [
+    "CodecOptions",
+    "EncodeResult",
+    "FORMAT_VERSION",
+    "GAUSS_KEYS",
+    "MAGIC",
+    "QuantizedGaussians",
+    "blending_importance",
+    "dequantize",
+    "encode_at",
+    "encode_to_budget",
+    "morton_codes",
+    "pack",
+    "prune",
+    "prune_and_quantize",
+    "quantize",
+    "reduce_sh_degree",
+    "unpack",
+]

@@ -1,0 +1,95 @@
+"""Encode a scene at a given number of Gaussians, or at the most Gaussians whose file fits a byte budget.
+
+The budget is a hard cap: only an encoding whose length was measured to be <= the budget is ever returned. The
+size is not strictly monotone in the number of Gaussians kept (the entropy coder), so the bisection finds a
+count that fits, not necessarily the largest one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from difix_ns.compression.codec import prune, quantize
+from difix_ns.compression.container import pack
+
+__all__ = ["CodecOptions", "EncodeResult", "encode_at", "encode_to_budget"]
+
+
+@dataclass
+class CodecOptions:
+    """Settings of the quantizer."""
+
+    sh_degree: int = 0
+    """SH degree kept (the higher coefficients decode as 0)."""
+    sh_bits: int = 6
+    """Bits per higher-SH value when the SH are quantized directly (few Gaussians)."""
+    codebook_size: int = 1024
+    """k-means codebook entries for the higher SH (used from 4 x this many Gaussians on)."""
+    seed: int = 0
+    """k-means seed (same inputs, same bytes)."""
+
+
+@dataclass
+class EncodeResult:
+    """One encoding and how it was found."""
+
+    data: bytes
+    """The file's bytes."""
+    num_gaussians: int
+    """Gaussians kept."""
+    tries: List[Tuple[int, int]] = field(default_factory=list)
+    """(Gaussians, bytes) of every encoding measured."""
+
+
+def encode_at(
+    params: Dict[str, np.ndarray], importance: np.ndarray, num_gaussians: int, options: CodecOptions,
+    metadata: Dict[str, object], extra: Optional[Dict[str, object]] = None,
+) -> bytes:  # fmt: skip
+    """The file bytes of the `num_gaussians` most important Gaussians."""
+    q = quantize(prune(params, importance, num_gaussians), options.sh_degree, options.sh_bits,
+                 options.codebook_size, options.seed)  # fmt: skip
+    q.extra = dict(extra or {})
+    return pack(q, metadata)
+
+
+def encode_to_budget(
+    params: Dict[str, np.ndarray], importance: np.ndarray, budget_bytes: int, options: CodecOptions,
+    metadata: Dict[str, object], extra: Optional[Dict[str, object]] = None,
+    on_try: Optional[Callable[[int, int], None]] = None,
+) -> EncodeResult:  # fmt: skip
+    """The encoding of the most Gaussians found (bisection) whose file is at most `budget_bytes` long.
+
+    Raises ValueError naming the smallest possible file when even one Gaussian does not fit."""
+    n = int(params["means"].shape[0])
+    tries: List[Tuple[int, int]] = []
+
+    def measure(count: int) -> bytes:
+        data = encode_at(params, importance, count, options, metadata, extra)
+        tries.append((count, len(data)))
+        if on_try is not None:
+            on_try(count, len(data))
+        return data
+
+    full = measure(n)
+    if len(full) <= budget_bytes:
+        return EncodeResult(full, n, tries)
+    smallest = measure(1)
+    if len(smallest) > budget_bytes:
+        raise ValueError(
+            f"a budget of {budget_bytes} bytes is below the smallest file this scene can be stored in: "
+            f"{len(smallest)} bytes (header + one Gaussian)"
+        )
+    best, best_count, low, high = smallest, 1, 1, n  # low fits, high does not
+    guess = int(n * budget_bytes / len(full))  # sizes grow about linearly: start near the answer
+    while high - low > 1:
+        mid = guess if low < guess < high else (low + high) // 2
+        guess = -1
+        data = measure(mid)
+        if len(data) <= budget_bytes:
+            best, best_count, low = data, mid, mid
+        else:
+            high = mid
+    return EncodeResult(best, best_count, tries)

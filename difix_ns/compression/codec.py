@@ -1,0 +1,317 @@
+"""Splat codec: importance pruning, SH degree reduction, quantization, Morton order (stateless functions).
+
+Parameters travel as splatfacto's `gauss_params` layout, numpy float32 arrays: `means` [N, 3], `scales` [N, 3]
+(log), `quats` [N, 4] (w, x, y, z), `opacities` [N, 1] (logit), `features_dc` [N, 3], `features_rest` [N, K, 3].
+
+What is stored (`QuantizedGaussians`), in the spirit of gsplat's `PngCompression` (facts only, own code):
+- means: `sign(x) log(1 + |x|)`, then per-axis min-max to 16 bits;
+- scales (log) and features_dc: per-channel min-max to 8 bits;
+- quats: normalized, sign flipped so w >= 0, each component of [-1, 1] to 8 bits;
+- opacities: the activated opacity sigmoid(logit) in 256 bins (decoded at bin centres, so the logit is finite);
+- features_rest up to `sh_degree`: per-channel min-max to `sh_bits` bits when there are few Gaussians, else a
+  k-means codebook (scikit-learn, 8-bit centroids) and one label per Gaussian;
+- Gaussians sorted by the Morton code of their quantized means, so neighbours in the file are neighbours in space
+  (what lets the entropy coder in `container` exploit locality).
+
+Importance (LightGaussian's global significance): the blending weight `opacity * transmittance` each Gaussian
+contributes, summed over every pixel of the training views, times its normalized volume to a small power. The sum
+is computed exactly with the project's rasterization: render a 1-channel feature `f` (zeros) per Gaussian;
+d(sum of the render)/d f_i is Gaussian i's accumulated blending weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Sequence
+
+import numpy as np
+
+__all__ = [
+    "GAUSS_KEYS",
+    "QuantizedGaussians",
+    "blending_importance",
+    "dequantize",
+    "morton_codes",
+    "prune",
+    "prune_and_quantize",
+    "quantize",
+    "reduce_sh_degree",
+]
+
+GAUSS_KEYS = ("means", "scales", "quats", "opacities", "features_dc", "features_rest")
+"""The parameter names of splatfacto's `gauss_params`, in storage order."""
+
+
+@dataclass
+class QuantizedGaussians:
+    """Everything the codec stores about the Gaussians: integer codes plus the float32 ranges to decode them."""
+
+    codes: Dict[str, np.ndarray]
+    """Integer arrays, one per stored attribute (uint16 means, uint8 the rest, uint8/uint16 SH labels)."""
+    ranges: Dict[str, np.ndarray]
+    """float32 [2, C] (min row, max row) of each min-max quantized attribute; `sh_centroids` for the codebook."""
+    sh_degree: int
+    """SH degree stored (0: features_rest not stored)."""
+    sh_coeffs: int
+    """K of the decoded `features_rest` [N, K, 3] (the model's own degree; coefficients above `sh_degree` are 0)."""
+    sh_mode: str
+    """"none", "quant" (per-channel min-max at `sh_bits`) or "kmeans" (codebook + labels)."""
+    sh_bits: int = 6
+    """Bits per SH value in "quant" mode and per centroid value (8) in "kmeans" mode."""
+    extra: Dict[str, object] = field(default_factory=dict)
+    """Free metadata carried in the header (training step, ...)."""
+
+    @property
+    def num_gaussians(self) -> int:
+        return int(self.codes["means"].shape[0])
+
+
+def _check_params(params: Dict[str, np.ndarray]) -> int:
+    missing = [k for k in GAUSS_KEYS if k not in params]
+    if missing:
+        raise ValueError(f"Gaussian parameters lack {missing}; expected the keys {list(GAUSS_KEYS)}")
+    n = params["means"].shape[0]
+    shapes = {"means": (n, 3), "scales": (n, 3), "quats": (n, 4), "opacities": (n, 1), "features_dc": (n, 3)}
+    for key, shape in shapes.items():
+        if tuple(params[key].shape) != shape:
+            raise ValueError(f"{key} must have shape {list(shape)} (N from means), got {list(params[key].shape)}")
+    rest = params["features_rest"]
+    if rest.ndim != 3 or rest.shape[0] != n or rest.shape[2] != 3:
+        raise ValueError(f"features_rest must have shape [{n}, K, 3], got {list(rest.shape)}")
+    for key in GAUSS_KEYS:
+        if not np.isfinite(params[key]).all():
+            raise ValueError(f"{key} holds non-finite values; the codec stores finite parameters only")
+    if n == 0:
+        raise ValueError("there are no Gaussians to compress (N = 0)")
+    return n
+
+
+def _to_numpy(params) -> Dict[str, np.ndarray]:
+    out = {}
+    for key in GAUSS_KEYS:
+        value = params[key]
+        if hasattr(value, "detach"):
+            value = value.detach().cpu().numpy()
+        out[key] = np.asarray(value, dtype=np.float32)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- importance
+
+
+def blending_importance(
+    means, quats, scales, opacities, viewmats, Ks, sizes: Sequence[tuple], volume_power: float = 0.1,
+    on_view: Optional[Callable[[int], None]] = None,
+):
+    """LightGaussian global significance of each Gaussian over the given cameras.
+
+    Args:
+        means, quats: [N, 3], [N, 4] tensors (gauss_params layout).
+        scales, opacities: [N, 3] log-scales and [N, 1] logits, as stored by splatfacto (activated here).
+        viewmats, Ks: [C, 4, 4] world-to-camera matrices and [C, 3, 3] intrinsics.
+        sizes: C (width, height) pairs.
+        volume_power: exponent of the volume factor min(volume / 90th-percentile volume, 1) (LightGaussian: 0.1;
+            0 disables it).
+        on_view: called with the view index after each view (progress bars).
+
+    Returns: [N] float64 numpy array, the accumulated blending weight times the volume factor."""
+    import torch
+
+    from difix_ns.splat.rasterize import rasterization
+
+    if viewmats.shape[0] != Ks.shape[0] or viewmats.shape[0] != len(sizes) or len(sizes) == 0:
+        raise ValueError(f"need C >= 1 cameras with C viewmats, Ks and sizes, got {viewmats.shape[0]}, "
+                         f"{Ks.shape[0]}, {len(sizes)}")  # fmt: skip
+    n = means.shape[0]
+    weight = torch.zeros(n, 1, dtype=means.dtype, device=means.device, requires_grad=True)
+    activated_scales, activated_opacities = torch.exp(scales.detach()), torch.sigmoid(opacities.detach()).reshape(n)
+    for c, (width, height) in enumerate(sizes):
+        render, _, _ = rasterization(
+            means.detach(), quats.detach(), activated_scales, activated_opacities, weight,
+            viewmats[c : c + 1], Ks[c : c + 1], int(width), int(height), sh_degree=None,
+        )  # fmt: skip
+        render.sum().backward()
+        if on_view is not None:
+            on_view(c)
+    accumulated = weight.grad.reshape(n).double().cpu().numpy()
+    if volume_power == 0:
+        return accumulated
+    volume = activated_scales.prod(dim=1).double().cpu().numpy()
+    reference = max(float(np.percentile(volume, 90)), 1e-300)
+    return accumulated * np.minimum(volume / reference, 1.0) ** volume_power
+
+
+# ------------------------------------------------------------------------------------------ pruning and SH degree
+
+
+def prune(params: Dict[str, np.ndarray], importance: np.ndarray, num_gaussians: int) -> Dict[str, np.ndarray]:
+    """The `num_gaussians` most important Gaussians (ties broken by index, so the result is deterministic)."""
+    params = _to_numpy(params)
+    n = _check_params(params)
+    importance = np.asarray(importance, dtype=np.float64).reshape(-1)
+    if importance.shape[0] != n:
+        raise ValueError(f"importance must have one value per Gaussian ({n}), got {importance.shape[0]}")
+    if not 1 <= num_gaussians <= n:
+        raise ValueError(f"num_gaussians must be in 1..{n}, got {num_gaussians}")
+    keep = np.sort(np.argsort(-importance, kind="stable")[:num_gaussians])
+    return {k: v[keep] for k, v in params.items()}
+
+
+def reduce_sh_degree(features_rest: np.ndarray, sh_degree: int) -> np.ndarray:
+    """features_rest [N, K, 3] cut to the (sh_degree + 1)^2 - 1 coefficients of degrees 1..sh_degree."""
+    keep = (sh_degree + 1) ** 2 - 1
+    if sh_degree < 0 or keep > features_rest.shape[1]:
+        raise ValueError(
+            f"sh_degree must be in 0..{int(np.sqrt(features_rest.shape[1] + 1)) - 1} for features_rest of shape "
+            f"{list(features_rest.shape)}, got {sh_degree}"
+        )
+    return features_rest[:, :keep]
+
+
+# ----------------------------------------------------------------------------------------------- quantization
+
+
+def _minmax_codes(x: np.ndarray, bits: int):
+    """Per-column min-max codes of x [N, C] (float32) and its [2, C] float32 range."""
+    lo, hi = x.min(axis=0).astype(np.float32), x.max(axis=0).astype(np.float32)
+    levels = 2**bits - 1
+    span = np.where(hi > lo, hi - lo, np.float32(1)).astype(np.float32)
+    codes = np.rint((x - lo) / span * levels).clip(0, levels)
+    dtype = np.uint16 if bits > 8 else np.uint8
+    return codes.astype(dtype), np.stack([lo, hi]).astype(np.float32)
+
+
+def _minmax_values(codes: np.ndarray, value_range: np.ndarray, bits: int) -> np.ndarray:
+    lo, hi = value_range[0].astype(np.float32), value_range[1].astype(np.float32)
+    step = ((hi - lo) / np.float32(2**bits - 1)).astype(np.float32)
+    return (lo + codes.astype(np.float32) * step).astype(np.float32)
+
+
+def morton_codes(grid: np.ndarray) -> np.ndarray:
+    """Morton (Z-order) codes of integer 3D grid points [N, 3] (< 2^21 per axis): bits of x, y, z interleaved."""
+    grid = np.asarray(grid, dtype=np.uint64)
+    if grid.ndim != 2 or grid.shape[1] != 3:
+        raise ValueError(f"grid must have shape [N, 3], got {list(grid.shape)}")
+    if grid.size and int(grid.max()) >= 2**21:
+        raise ValueError(f"grid coordinates must be < 2^21, got {int(grid.max())}")
+
+    def spread(v: np.ndarray) -> np.ndarray:  # 21 bits -> every third bit of 63
+        v = v & np.uint64(0x1FFFFF)
+        for shift, mask in ((32, 0x1F00000000FFFF), (16, 0x1F0000FF0000FF), (8, 0x100F00F00F00F00F),
+                            (4, 0x10C30C30C30C30C3), (2, 0x1249249249249249)):  # fmt: skip
+            v = (v | (v << np.uint64(shift))) & np.uint64(mask)
+        return v
+
+    return spread(grid[:, 0]) | (spread(grid[:, 1]) << np.uint64(1)) | (spread(grid[:, 2]) << np.uint64(2))
+
+
+def _log_transform(x: np.ndarray) -> np.ndarray:
+    return (np.sign(x) * np.log1p(np.abs(x))).astype(np.float32)
+
+
+def _inverse_log_transform(y: np.ndarray) -> np.ndarray:
+    return (np.sign(y) * np.expm1(np.abs(y))).astype(np.float32)
+
+
+def _quantize_sh(rest: np.ndarray, sh_bits: int, codebook_size: int, seed: int):
+    """(codes, ranges, mode) of features_rest [N, k, 3] cut to the stored degree."""
+    n = rest.shape[0]
+    flat = rest.reshape(n, -1)
+    if flat.shape[1] == 0:
+        return {}, {}, "none"
+    if n < 4 * codebook_size:  # a codebook would cost about as much as the values themselves
+        codes, value_range = _minmax_codes(flat, sh_bits)
+        return {"features_rest": codes}, {"features_rest": value_range}, "quant"
+    from sklearn.cluster import MiniBatchKMeans
+
+    kmeans = MiniBatchKMeans(n_clusters=codebook_size, random_state=seed, n_init=1, batch_size=4096, max_iter=30)
+    labels = kmeans.fit_predict(flat.astype(np.float64))
+    centroid_codes, centroid_range = _minmax_codes(kmeans.cluster_centers_.astype(np.float32), 8)
+    label_dtype = np.uint8 if codebook_size <= 256 else np.uint16
+    codes = {"sh_labels": labels.astype(label_dtype), "sh_centroids": centroid_codes}
+    return codes, {"sh_centroids": centroid_range}, "kmeans"
+
+
+def quantize(
+    params: Dict[str, np.ndarray], sh_degree: int, sh_bits: int = 6, codebook_size: int = 1024, seed: int = 0
+) -> QuantizedGaussians:
+    """Quantize (already pruned) Gaussians and sort them in Morton order of their quantized means.
+
+    `sh_degree`: SH degree kept (<= the degree `features_rest` holds); `sh_bits`: bits per SH value when there are
+    fewer than 4 x `codebook_size` Gaussians, else a k-means codebook of `codebook_size` entries."""
+    params = _to_numpy(params)
+    n = _check_params(params)
+    if not 1 <= sh_bits <= 8:
+        raise ValueError(f"sh_bits must be in 1..8, got {sh_bits}")
+    if not 2 <= codebook_size <= 65536:
+        raise ValueError(f"codebook_size must be in 2..65536, got {codebook_size}")
+    rest = reduce_sh_degree(params["features_rest"], sh_degree)
+    means_codes, means_range = _minmax_codes(_log_transform(params["means"]), 16)
+    order = np.argsort(morton_codes(means_codes.astype(np.uint64)), kind="stable")
+
+    quats = params["quats"] / np.maximum(np.linalg.norm(params["quats"], axis=1, keepdims=True), 1e-12)
+    quats = np.where(quats[:, :1] < 0, -quats, quats)
+    opacity = 1.0 / (1.0 + np.exp(-params["opacities"].astype(np.float64)))
+    (scale_codes, scale_range), (dc_codes, dc_range) = (_minmax_codes(params[k], 8) for k in ("scales", "features_dc"))
+    codes = {
+        "means": means_codes,
+        "scales": scale_codes,
+        "quats": np.rint((quats + 1.0) * 127.5).clip(0, 255).astype(np.uint8),
+        "opacities": np.floor(opacity * 256).clip(0, 255).astype(np.uint8),
+        "features_dc": dc_codes,
+    }
+    ranges = {"means": means_range, "scales": scale_range, "features_dc": dc_range}
+    codes = {k: v[order] for k, v in codes.items()}
+    sh_codes, sh_ranges, sh_mode = _quantize_sh(rest[order], sh_bits, codebook_size, seed)
+    codes.update(sh_codes)
+    ranges.update(sh_ranges)
+    return QuantizedGaussians(codes, ranges, sh_degree, params["features_rest"].shape[1], sh_mode, sh_bits)
+
+
+def dequantize(q: QuantizedGaussians) -> Dict[str, np.ndarray]:
+    """Float32 Gaussian parameters (gauss_params layout, features_rest with `q.sh_coeffs` coefficients)."""
+    n = q.num_gaussians
+    opacity = (q.codes["opacities"].astype(np.float64) + 0.5) / 256.0
+    out = {
+        "means": _inverse_log_transform(_minmax_values(q.codes["means"], q.ranges["means"], 16)),
+        "scales": _minmax_values(q.codes["scales"], q.ranges["scales"], 8),
+        "quats": (q.codes["quats"].astype(np.float32) / np.float32(127.5) - np.float32(1)).astype(np.float32),
+        "opacities": np.log(opacity / (1.0 - opacity)).astype(np.float32),
+        "features_dc": _minmax_values(q.codes["features_dc"], q.ranges["features_dc"], 8),
+    }
+    stored = (q.sh_degree + 1) ** 2 - 1
+    rest = np.zeros((n, q.sh_coeffs, 3), dtype=np.float32)
+    if q.sh_mode == "quant":
+        rest[:, :stored] = _minmax_values(q.codes["features_rest"], q.ranges["features_rest"], q.sh_bits).reshape(
+            n, stored, 3
+        )
+    elif q.sh_mode == "kmeans":
+        centroids = _minmax_values(q.codes["sh_centroids"], q.ranges["sh_centroids"], 8)
+        rest[:, :stored] = centroids[q.codes["sh_labels"].astype(np.int64)].reshape(n, stored, 3)
+    out["features_rest"] = rest
+    return out
+
+
+# ----------------------------------------------------------------------------- crude copy (curation's old codec)
+
+
+def prune_and_quantize(
+    params: Dict[str, "torch.Tensor"], keep: float, bits: int  # noqa: F821
+) -> Dict[str, "torch.Tensor"]:  # noqa: F821
+    """A crude compressed copy of splat parameters: the `keep` fraction of Gaussians with the highest opacity,
+    every value uniformly quantized to `bits` bits per channel (min-max). Keys as splatfacto's `gauss_params`.
+    (Curation's original artifact simulator; `difix-ns compress` uses `quantize` and the file container.)"""
+    import torch
+
+    with torch.no_grad():
+        n = params["opacities"].shape[0]
+        order = torch.argsort(params["opacities"].reshape(n), descending=True)[: max(1, int(round(keep * n)))]
+        levels = 2**bits - 1
+        out = {}
+        for key, value in params.items():
+            kept = value[order]
+            flat = kept.reshape(kept.shape[0], -1)
+            lo, hi = flat.min(0, keepdim=True).values, flat.max(0, keepdim=True).values
+            scale = (hi - lo).clamp_min(1e-12) / levels
+            out[key] = (torch.round((flat - lo) / scale) * scale + lo).reshape(kept.shape)
+        return out

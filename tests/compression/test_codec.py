@@ -1,0 +1,146 @@
+"""The splat codec on random Gaussians (no run needed): exact container round trip, the hard byte budget, the
+smallest-budget error, and clear errors on corrupt, truncated and foreign files."""
+
+from __future__ import annotations
+
+import lzma
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from difix_ns.compression import (
+    CodecOptions,
+    dequantize,
+    encode_at,
+    encode_to_budget,
+    morton_codes,
+    pack,
+    prune,
+    quantize,
+    unpack,
+)
+
+META = {"config_yml": "a config\n", "step": 7}
+
+
+def random_params(n: int, sh_coeffs: int = 15, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return {
+        "means": rng.normal(0, 3, (n, 3)).astype(np.float32),
+        "scales": rng.normal(-3, 1, (n, 3)).astype(np.float32),
+        "quats": rng.normal(0, 1, (n, 4)).astype(np.float32),
+        "opacities": rng.normal(0, 2, (n, 1)).astype(np.float32),
+        "features_dc": rng.normal(0, 1, (n, 3)).astype(np.float32),
+        "features_rest": rng.normal(0, 0.1, (n, sh_coeffs, 3)).astype(np.float32),
+    }
+
+
+def assert_same(q, r):
+    assert q.codes.keys() == r.codes.keys() and q.ranges.keys() == r.ranges.keys()
+    for key in q.codes:
+        assert q.codes[key].dtype == r.codes[key].dtype
+        np.testing.assert_array_equal(q.codes[key], r.codes[key])
+    for key in q.ranges:
+        np.testing.assert_array_equal(q.ranges[key], r.ranges[key])
+    assert (q.sh_degree, q.sh_coeffs, q.sh_mode, q.sh_bits) == (r.sh_degree, r.sh_coeffs, r.sh_mode, r.sh_bits)
+
+
+@pytest.mark.parametrize("sh_degree, n, codebook, mode", [(0, 300, 1024, "none"), (2, 300, 1024, "quant"),
+                                                          (3, 400, 16, "kmeans")])  # fmt: skip
+def test_container_round_trip_is_exact(sh_degree, n, codebook, mode):
+    q = quantize(random_params(n), sh_degree, codebook_size=codebook)
+    assert q.sh_mode == mode
+    q.extra = {"note": "kept"}
+    r, metadata = unpack(pack(q, META), "scene.dxs")
+    assert_same(q, r)
+    assert metadata == META and r.extra == {"note": "kept"}
+    decoded, again = dequantize(q), dequantize(r)
+    for key in decoded:
+        assert decoded[key].dtype == np.float32
+        np.testing.assert_array_equal(decoded[key], again[key])
+    assert decoded["features_rest"].shape == (n, 15, 3)
+    assert not decoded["features_rest"][:, (sh_degree + 1) ** 2 - 1 :].any(), "unstored degrees decode as 0"
+
+
+def test_dequantized_values_are_close_to_the_originals():
+    params = random_params(500)
+    decoded = dequantize(quantize(params, 3))
+    order = np.lexsort(decoded["means"].T)
+    original = {k: v[np.lexsort(params["means"].T)] for k, v in params.items()}  # Morton order differs
+    decoded = {k: v[order] for k, v in decoded.items()}
+    np.testing.assert_allclose(decoded["means"], original["means"], rtol=2e-4, atol=2e-4)
+    span = params["scales"].max(0) - params["scales"].min(0)
+    assert (np.abs(decoded["scales"] - original["scales"]) <= span / 255 / 2 + 1e-6).all()
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    assert np.abs(sigmoid(decoded["opacities"]) - sigmoid(original["opacities"])).max() <= 1 / 512 + 1e-6
+
+
+def test_gaussians_are_stored_in_morton_order():
+    q = quantize(random_params(300), 0)
+    codes = morton_codes(q.codes["means"].astype(np.uint64))
+    assert (np.diff(codes.astype(np.float64)) >= 0).all()
+    assert morton_codes(np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]])).tolist() == [1, 2, 4, 7]
+
+
+def test_prune_keeps_the_most_important():
+    params = random_params(10)
+    importance = np.arange(10.0)[::-1]
+    kept = prune(params, importance, 3)
+    np.testing.assert_array_equal(kept["means"], params["means"][:3])
+    with pytest.raises(ValueError, match="importance must have one value per Gaussian"):
+        prune(params, importance[:5], 3)
+
+
+def test_file_never_exceeds_the_budget():
+    params, importance = random_params(1500), np.random.default_rng(1).random(1500)
+    options = CodecOptions(sh_degree=1)
+    full = len(encode_at(params, importance, 1500, options, META))
+    smallest = len(encode_at(params, importance, 1, options, META))
+    previous = 0
+    for budget in np.linspace(smallest, full * 1.1, 7).astype(int):
+        result = encode_to_budget(params, importance, int(budget), options, META)
+        assert len(result.data) <= budget
+        assert all(size <= budget for count, size in result.tries if count == result.num_gaussians)
+        assert result.num_gaussians >= previous * 0.98, "more bytes keep (about) more Gaussians"
+        previous = result.num_gaussians
+        q, _ = unpack(result.data, "budget.dxs")
+        assert q.num_gaussians == result.num_gaussians
+    assert previous == 1500
+
+
+def test_a_budget_below_one_gaussian_names_the_minimum():
+    params, importance = random_params(50), np.ones(50)
+    smallest = len(encode_at(params, importance, 1, CodecOptions(), META))
+    with pytest.raises(ValueError, match=f"smallest file this scene can be stored in: {smallest} bytes"):
+        encode_to_budget(params, importance, smallest - 1, CodecOptions(), META)
+    assert len(encode_to_budget(params, importance, smallest, CodecOptions(), META).data) == smallest
+
+
+def _repacked(body: bytes) -> bytes:
+    """A file whose body (valid CRC) is `body` compressed as the container does."""
+    compressed = lzma.compress(body, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9}])
+    return struct.pack("<4sHI", b"DXSP", 1, zlib.crc32(compressed)) + compressed
+
+
+def test_corrupt_truncated_and_foreign_files_are_rejected_by_name():
+    data = pack(quantize(random_params(200), 1), META)
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x40
+    cases = {
+        data[: len(data) // 2]: "checksum mismatch",
+        data[:5]: "truncated",
+        bytes(flipped): "corrupt",
+        b"\x89PNG\r\n\x1a\n" + bytes(100): "not a difix-ns splat file",
+        data[:4] + struct.pack("<H", 99) + data[6:]: "format version 99",
+        _repacked(b"\x05\x00\x00\x00{bad}"): "header is corrupt",
+        _repacked(struct.pack("<I", 2) + b"{}"): "header is corrupt",
+    }
+    header = (b'{"sh_degree":0,"sh_coeffs":15,"sh_mode":"none","sh_bits":6,"ranges":{},'
+              b'"sections":[["means","u2",[2,3]]]}')  # fmt: skip
+    cases[_repacked(struct.pack("<I", len(header)) + header + bytes(12))] = "layout is inconsistent"
+    for bad, message in cases.items():
+        with pytest.raises(ValueError, match=message) as error:
+            unpack(bad, "/data/scene.dxs")
+        assert "/data/scene.dxs" in str(error.value)

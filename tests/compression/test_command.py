@@ -1,0 +1,146 @@
+"""`difix-ns compress` / `decompress` on a short difix-splatfacto run: the decompressed run folder holds exactly
+what the file stores and goes through the real ns-eval and ns-export gaussian-splat; the budget holds on a real
+scene; a non-splat run gets a clear error."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from difix_ns.compression import dequantize, unpack
+from difix_ns.compression.command import (
+    CompressConfig,
+    DecompressConfig,
+    compress_run,
+    compress_scene,
+    parse_size,
+    read_scene,
+    uncompressed_ply_bytes,
+)
+
+BIN = Path(sys.executable).parent
+ITERATIONS = 12
+pytestmark = pytest.mark.slow
+
+
+def _run(args, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TORCH_HOME": str(cwd / "empty_torch_home"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, env=env, cwd=cwd)
+    assert result.returncode == 0, f"{args[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def splat_run(synth_scene, tmp_path_factory) -> Path:
+    """config.yml of a short difix-splatfacto run (ns-train, as a user runs it)."""
+    tmp = tmp_path_factory.mktemp("compress_run")
+    _run(["ns-train", "difix-splatfacto", f"--data={synth_scene}", f"--output-dir={tmp / 'out'}",
+          "--experiment-name=e", "--timestamp=t", f"--max-num-iterations={ITERATIONS}",
+          f"--steps-per-save={ITERATIONS}", "--vis=tensorboard",
+          "--pipeline.model.fixer.backend=identity"], tmp)  # fmt: skip
+    return tmp / "out" / "e" / "difix-splatfacto" / "t" / "config.yml"
+
+
+@pytest.fixture(scope="module")
+def scene(splat_run):
+    """The run read and scored once (what every compression of it starts from)."""
+    return read_scene(splat_run)
+
+
+@pytest.fixture(scope="module")
+def compressed(splat_run, scene, tmp_path_factory):
+    """(file, summary, scratch folder): the run's jobs `compress --num-gaussians N/2` and `decompress`, run in
+    process (their CLI parsing is checked below; ns-* tools then run as CLIs)."""
+    tmp = tmp_path_factory.mktemp("compressed")
+    total = scene.params["means"].shape[0]
+    CompressConfig(load_config=splat_run, out=tmp / "scene.dxs", num_gaussians=total // 2).main()
+    DecompressConfig(file=tmp / "scene.dxs", out=tmp / "run").main()
+    summary = {"bytes": (tmp / "scene.dxs").stat().st_size, "num_gaussians": total // 2, "total": total}
+    return tmp / "scene.dxs", summary, tmp
+
+
+def test_cli_parses_both_jobs():
+    import tyro
+
+    from difix_ns.cli import _subcommands
+
+    jobs = tyro.extras.subcommand_type_from_defaults(_subcommands())
+    job = tyro.cli(jobs, args=["decompress", "in.dxs", "--out", "run"])
+    assert isinstance(job, DecompressConfig) and job.file == Path("in.dxs") and job.out == Path("run")
+    job = tyro.cli(jobs, args=["compress", "--load-config", "c.yml", "--budget", "200KB", "--out", "s.dxs"])
+    assert isinstance(job, CompressConfig) and parse_size(job.budget) == 200_000
+
+
+def test_decompressed_checkpoint_holds_exactly_what_the_file_stores(compressed, splat_run):
+    path, summary, tmp = compressed
+    q, metadata = unpack(path.read_bytes(), str(path))
+    assert q.num_gaussians == summary["num_gaussians"]
+    assert metadata["config_yml"] == splat_run.read_text()
+    (checkpoint_path,) = (tmp / "run" / "nerfstudio_models").glob("step-*.ckpt")
+    checkpoint = torch.load(checkpoint_path, map_location="cpu")
+    assert checkpoint_path.name == f"step-{ITERATIONS - 1:09d}.ckpt" and checkpoint["step"] == ITERATIONS - 1
+    for key, value in dequantize(q).items():
+        stored = checkpoint["pipeline"][f"_model.gauss_params.{key}"]
+        assert stored.dtype == torch.float32
+        np.testing.assert_array_equal(stored.numpy(), value)
+
+
+def test_decompressed_run_goes_through_ns_eval_and_ns_export(compressed):
+    path, summary, tmp = compressed
+    config = tmp / "run" / "config.yml"
+    _run(["ns-eval", f"--load-config={config}", f"--output-path={tmp / 'eval.json'}"], tmp)
+    results = json.loads((tmp / "eval.json").read_text())
+    assert str(tmp / "run") in results["checkpoint"]
+    assert math.isfinite(results["results"]["psnr"]) and results["results"]["psnr"] > 5.0
+    _run(["ns-export", "gaussian-splat", f"--load-config={config}", f"--output-dir={tmp / 'export'}"], tmp)
+    ply = tmp / "export" / "splat.ply"
+    # the PLY of the decompressed run has the size the ratio assumes for its Gaussian count
+    assert ply.stat().st_size == uncompressed_ply_bytes(summary["num_gaussians"], 3)
+
+
+def test_budgets_on_a_real_run_are_hard_caps(scene, tmp_path):
+    n = scene.params["means"].shape[0]
+    smallest = None
+    for budget in (2000, 5000, 10000, 20000, 10**8):
+        try:
+            summary = compress_scene(scene, tmp_path / f"{budget}.dxs", budget_bytes=budget)
+        except ValueError as error:
+            assert "(header + one Gaussian)" in str(error) and smallest is None
+            smallest = int(str(error).split("stored in: ")[1].split()[0])
+            assert smallest > budget
+            continue
+        assert summary["bytes"] == (tmp_path / f"{budget}.dxs").stat().st_size <= budget
+        assert summary["ratio"] == summary["ply_bytes"] / summary["bytes"]
+        assert summary["ply_bytes"] == uncompressed_ply_bytes(n, 3)
+    assert summary["num_gaussians"] == n, "an ample budget keeps every Gaussian"
+    with pytest.raises(ValueError, match="below the smallest file"):
+        compress_scene(scene, tmp_path / "tiny.dxs", budget_bytes=100)
+
+
+def test_a_non_splat_run_is_refused(tmp_path):
+    import copy
+
+    import yaml
+
+    from difix_ns.method_configs.difix_nerfacto import difix_nerfacto
+
+    config_path = tmp_path / "config.yml"
+    config_path.write_text(yaml.dump(copy.deepcopy(difix_nerfacto.config)))
+    with pytest.raises(ValueError, match="is not a splat method"):
+        compress_run(config_path, tmp_path / "x.dxs", budget_bytes=10**6)
+    with pytest.raises(ValueError, match="no such config.yml"):
+        compress_run(tmp_path / "missing.yml", tmp_path / "x.dxs", budget_bytes=10**6)
+
+
+def test_sizes_parse_with_units():
+    assert parse_size("200KB") == 200_000 and parse_size("64KiB") == 65_536 and parse_size("1.5MB") == 1_500_000
+    with pytest.raises(ValueError, match="budget must look like"):
+        parse_size("lots")
