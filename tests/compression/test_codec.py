@@ -144,3 +144,23 @@ def test_corrupt_truncated_and_foreign_files_are_rejected_by_name():
         with pytest.raises(ValueError, match=message) as error:
             unpack(bad, "/data/scene.dxs")
         assert "/data/scene.dxs" in str(error.value)
+
+
+def test_importance_is_each_gaussians_share_of_the_rendered_alpha():
+    """Blending weights of all Gaussians add up to the accumulated alpha of all pixels; an occluded Gaussian
+    (same footprint, behind an opaque one) gets less than the one in front."""
+    import torch
+
+    from difix_ns.compression import blending_importance
+    from difix_ns.splat.rasterize import rasterization
+
+    means = torch.tensor([[0.0, 0.0, 3.0], [0.0, 0.0, 4.0], [0.5, 0.3, 5.0]])
+    quats = torch.tensor([[1.0, 0, 0, 0]] * 3)
+    scales = torch.log(torch.full((3, 3), 0.4))
+    opacities = torch.logit(torch.tensor([[0.95], [0.95], [0.5]]))
+    viewmats, Ks = torch.eye(4)[None], torch.tensor([[[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]]])
+    importance = blending_importance(means, quats, scales, opacities, viewmats, Ks, [(32, 32)], volume_power=0)
+    _, alpha, _ = rasterization(means, quats, torch.exp(scales), torch.sigmoid(opacities).reshape(3),
+                                torch.zeros(3, 1), viewmats, Ks, 32, 32)  # fmt: skip
+    assert importance.sum() == pytest.approx(float(alpha.sum()), rel=1e-4)
+    assert importance[0] > 3 * importance[1] > 0

@@ -57,13 +57,11 @@ def scene(splat_run):
 
 @pytest.fixture(scope="module")
 def compressed(splat_run, scene, tmp_path_factory):
-    """(file, summary, scratch folder): the run's jobs `compress --num-gaussians N/2` and `decompress`, run in
-    process (their CLI parsing is checked below; ns-* tools then run as CLIs)."""
+    """(file, summary, scratch folder): the scene compressed to half its Gaussians, then the `decompress` job run
+    in process (CLI parsing is checked below; the ns-* tools then run as CLIs)."""
     tmp = tmp_path_factory.mktemp("compressed")
-    total = scene.params["means"].shape[0]
-    CompressConfig(load_config=splat_run, out=tmp / "scene.dxs", num_gaussians=total // 2).main()
+    summary = compress_scene(scene, tmp / "scene.dxs", num_gaussians=scene.params["means"].shape[0] // 2)
     DecompressConfig(file=tmp / "scene.dxs", out=tmp / "run").main()
-    summary = {"bytes": (tmp / "scene.dxs").stat().st_size, "num_gaussians": total // 2, "total": total}
     return tmp / "scene.dxs", summary, tmp
 
 
@@ -82,7 +80,7 @@ def test_cli_parses_both_jobs():
 def test_decompressed_checkpoint_holds_exactly_what_the_file_stores(compressed, splat_run):
     path, summary, tmp = compressed
     q, metadata = unpack(path.read_bytes(), str(path))
-    assert q.num_gaussians == summary["num_gaussians"]
+    assert summary["bytes"] == path.stat().st_size and q.num_gaussians == summary["num_gaussians"]
     assert metadata["config_yml"] == splat_run.read_text()
     (checkpoint_path,) = (tmp / "run" / "nerfstudio_models").glob("step-*.ckpt")
     checkpoint = torch.load(checkpoint_path, map_location="cpu")
@@ -135,7 +133,8 @@ def test_a_non_splat_run_is_refused(tmp_path):
     config_path = tmp_path / "config.yml"
     config_path.write_text(yaml.dump(copy.deepcopy(difix_nerfacto.config)))
     with pytest.raises(ValueError, match="is not a splat method"):
-        compress_run(config_path, tmp_path / "x.dxs", budget_bytes=10**6)
+        CompressConfig(load_config=config_path, out=tmp_path / "x.dxs", budget="1MB").main()
+    assert not (tmp_path / "x.dxs").exists()
     with pytest.raises(ValueError, match="no such config.yml"):
         compress_run(tmp_path / "missing.yml", tmp_path / "x.dxs", budget_bytes=10**6)
 
