@@ -1,0 +1,63 @@
+"""The interface of the super-resolution back-ends, and how a round's SR targets are made from it."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from difix_ns.superres.ops import color_fix
+
+__all__ = ["SuperResBackend", "make_backend", "sr_targets"]
+
+
+class SuperResBackend(ABC):
+    """image batch in -> HR image batch out: `upscale(lr [B,3,h,w], render [B,3,H,W] | None, size) -> [B,3,H,W]`.
+
+    `render` is the current 3DGS render of the same view at HR (None before there is one); a back-end may
+    condition on it. `prepare` runs once before the first round with all LR training views (e.g. to train)."""
+
+    name: str = ""
+
+    def prepare(self, lr_views: List[Float[Tensor, "3 h w"]], factor: int, folder: Path) -> None:
+        """Called once before the first round; `folder` is where the back-end may write files."""
+
+    @abstractmethod
+    def upscale(
+        self, lr: Float[Tensor, "B 3 h w"], render: Optional[Float[Tensor, "B 3 H W"]], size: tuple
+    ) -> Float[Tensor, "B 3 H W"]:
+        """SR images of size `size` (H, W) in [0, 1]."""
+
+
+def make_backend(config) -> SuperResBackend:
+    """The back-end named by `SuperResConfig.backend` (imported lazily)."""
+    if config.backend == "bicubic":
+        from difix_ns.superres.bicubic import BicubicBackend
+
+        return BicubicBackend()
+    if config.backend == "self":
+        from difix_ns.superres.self_sr import SelfBackend
+
+        return SelfBackend(config.self_sr)
+    raise ValueError(f"superres.backend must be 'self' or 'bicubic', got {config.backend!r}")
+
+
+@torch.no_grad()
+def sr_targets(
+    backend: SuperResBackend,
+    lr: Float[Tensor, "B 3 h w"],
+    render: Optional[Float[Tensor, "B 3 H W"]],
+    size: tuple,
+    apply_color_fix: bool,
+) -> Float[Tensor, "B 3 H W"]:
+    """SR targets of one round: the back-end's output, colour-fixed to the LR views when asked."""
+    if render is not None and tuple(render.shape[-2:]) != tuple(size):
+        raise ValueError(f"render {tuple(render.shape)} does not have the HR size {tuple(size)}")
+    out = backend.upscale(lr, render, size)
+    if tuple(out.shape[-2:]) != tuple(size):
+        raise ValueError(f"back-end {backend.name} returned {tuple(out.shape)}, expected size {tuple(size)}")
+    return color_fix(out, lr) if apply_color_fix else out.clamp(0.0, 1.0)

@@ -1,0 +1,99 @@
+"""3DSR pieces without ns-train: settings and their errors, the schedule, the loss (LR term at the LR size), the
+colour fix, and the two SR back-ends."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from difix_ns.superres.base import make_backend, sr_targets
+from difix_ns.superres.config import MIN_LR_SIZE, SelfSuperResConfig, SuperResConfig, check_lr_size
+from difix_ns.superres.ops import color_fix, downsample, photometric_loss, sr3d_loss, upsample
+
+
+@pytest.mark.parametrize("factor", [0, -2, 2.5, True, "4"])
+def test_factor_must_be_a_positive_integer(factor):
+    with pytest.raises(ValueError, match=r"superres.factor must be a positive integer, got"):
+        SuperResConfig(factor=factor).validate()
+
+
+@pytest.mark.parametrize("name", ["rounds", "iterations_per_round", "lr_iterations"])
+def test_stage_lengths_must_be_positive(name):
+    with pytest.raises(ValueError, match=f"superres.{name} must be a positive integer"):
+        SuperResConfig(**{name: 0}).validate()
+
+
+def test_lr_views_below_the_minimum_are_refused():
+    check_lr_size(32, 48, 2)  # 16 x 24: fine
+    with pytest.raises(ValueError, match=r"factor=4 makes the training view of 32x32 px 8x8 px .* at least 16 px"):
+        check_lr_size(32, 32, 4)
+    assert MIN_LR_SIZE == 16
+
+
+def test_schedule_lr_stage_then_rounds():
+    config = SuperResConfig(lr_iterations=6, rounds=2, iterations_per_round=4)
+    assert [config.round_at(s) for s in range(16)] == [0] * 6 + [1] * 4 + [2] * 6
+    assert config.total_iterations == 14
+
+
+def _ssim(a, b):
+    from pytorch_msssim import SSIM
+
+    return SSIM(data_range=1.0, size_average=True, channel=3)(a, b)
+
+
+def test_sr3d_loss_applies_the_lr_term_at_the_lr_size():
+    torch.manual_seed(0)
+    render = torch.rand(32, 32, 3, requires_grad=True)
+    target, lr = torch.rand(32, 32, 3), torch.rand(16, 16, 3)
+    losses, meta = sr3d_loss(render, target, lr, ssim_weight=0.2, lambda_lr=0.5, ssim=_ssim)
+    assert meta["lr_render"].shape == (16, 16, 3)
+    down = downsample(render.detach().permute(2, 0, 1)[None], (16, 16))[0].permute(1, 2, 0)
+    torch.testing.assert_close(meta["lr_render"].detach(), down)
+    torch.testing.assert_close(losses["lr_loss"], 0.5 * photometric_loss(down, lr, 0.2, _ssim))
+    l1 = (render - target).abs().mean()
+    d_ssim = 1 - _ssim(target.permute(2, 0, 1)[None], render.permute(2, 0, 1)[None])
+    torch.testing.assert_close(losses["sr_loss"], 0.8 * l1 + 0.2 * d_ssim)
+    losses["lr_loss"].backward()
+    assert render.grad is not None and render.grad.abs().sum() > 0
+
+
+def test_color_fix_takes_the_low_frequencies_of_the_lr_view():
+    torch.manual_seed(0)
+    lr = torch.rand(1, 3, 16, 16)
+    sr = torch.rand(1, 3, 32, 32) * 0.3  # wrong colours everywhere
+    fixed = color_fix(sr, lr)
+    assert fixed.shape == sr.shape
+    err_before = (downsample(sr, (16, 16)) - lr).abs().mean()
+    err_after = (downsample(fixed, (16, 16)) - lr).abs().mean()
+    assert err_after < 0.35 * err_before
+
+
+def test_bicubic_backend_is_bicubic_upsampling():
+    lr = torch.rand(2, 3, 16, 20)
+    backend = make_backend(SuperResConfig(backend="bicubic"))
+    out = sr_targets(backend, lr, None, (32, 40), apply_color_fix=False)
+    torch.testing.assert_close(out, upsample(lr, (32, 40)))
+    with pytest.raises(ValueError, match="does not have the HR size"):
+        sr_targets(backend, lr, torch.rand(2, 3, 30, 40), (32, 40), apply_color_fix=True)
+
+
+def test_self_backend_trains_on_the_lr_views_and_upscales(tmp_path):
+    torch.manual_seed(0)
+    views = [torch.rand(3, 16, 16) for _ in range(3)]
+    settings = SelfSuperResConfig(steps=3, crop_size=16, batch_size=2)
+    backend = make_backend(SuperResConfig(backend="self", self_sr=settings))
+    with pytest.raises(RuntimeError, match="not trained yet"):
+        backend.upscale(views[0][None], None, (32, 32))
+    backend.prepare(views, 2, tmp_path)
+    manifest = (tmp_path / "pairs" / "manifest.jsonl").read_text().splitlines()
+    assert len(manifest) == 3
+    summary = (tmp_path / "train" / "summary.json").read_text()
+    assert '"step": 3' in summary
+    out = sr_targets(backend, views[0][None], torch.rand(1, 3, 32, 32), (32, 32), apply_color_fix=True)
+    assert out.shape == (1, 3, 32, 32) and 0 <= float(out.min()) and float(out.max()) <= 1
+    # a second back-end loads the trained network from its folder: same output
+    again = make_backend(SuperResConfig(backend="self"))
+    again.load(backend.folder)
+    x = torch.rand(1, 3, 16, 16)
+    torch.testing.assert_close(again.upscale(x, None, (32, 32)), backend.upscale(x, None, (32, 32)))
