@@ -31,7 +31,11 @@ class MethodRecipe:
         return self.name.removesuffix("+post")
 
 
-_NO_FIXING = ("--pipeline.progressive.enabled=False", "--pipeline.model.postprocess=False")
+_NO_FIXING = (
+    "--pipeline.progressive.enabled=False",
+    "--pipeline.model.postprocess=False",
+    "--pipeline.model.fixer.backend=identity",  # not the default `auto`, which would train an unused self fixer
+)
 _PROGRESSIVE = ("--pipeline.progressive.enabled=True", "--pipeline.model.postprocess=True")
 
 METHODS = {
