@@ -32,12 +32,11 @@ def test_method_configs_is_not_a_top_level_module():
     assert "method_configs" not in sys.modules
 
 
-def test_entry_points_register_both_methods_by_method_name():
+def test_entry_points_register_the_three_methods_by_method_name():
     from nerfstudio.plugins.registry import discover_methods
 
     methods, descriptions = discover_methods()
-    for name in ("difix-nerfacto", "difix-splatfacto"):
+    for name in ("difix-nerfacto", "difix-splatfacto", "sr3d-splatfacto"):
         assert name in methods
         assert methods[name].method_name == name
         assert descriptions[name]
-    assert "sr3d-splatfacto" not in methods, "sr3d-splatfacto must not be registered before it exists"

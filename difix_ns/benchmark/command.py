@@ -16,6 +16,9 @@ from typing import Dict, List, Optional, Tuple
 
 __all__ = ["BenchmarkConfig", "run_benchmark"]
 
+SCORED_METRICS = ("psnr", "ssim", "lpips", "mpsnr", "mssim")
+"""Per-view metrics kept in results.json: full image, and co-visibility-masked (mpsnr, mssim) where masks exist."""
+
 _DEFAULT_METHODS = ("splatfacto", "difix-splatfacto", "difix-splatfacto+post", "nerfacto", "difix-nerfacto")
 
 
@@ -148,7 +151,7 @@ def _scored_views(run: dict, split, fixed: bool) -> List[dict]:
             chosen = {k.removesuffix("_fixed"): v for k, v in metrics.items() if k.endswith("_fixed")}
         else:
             chosen = {k: v for k, v in metrics.items() if not k.endswith("_fixed")}
-        chosen = {k: v for k, v in chosen.items() if k in ("psnr", "ssim", "lpips")}
+        chosen = {k: v for k, v in chosen.items() if k in SCORED_METRICS}
         views.append({"file_path": view["filename"], "bin": bins[view["filename"]], "metrics": chosen})
     return views
 
@@ -235,6 +238,10 @@ def _run_scene(
     from difix_ns.benchmark.split import write_split_dataset
 
     split_folder = write_split_dataset(source, meta, split, Path(config.out) / "splits" / scene)
+    if (Path(source) / "synth_meta.json").is_file():  # exact co-visibility masks of this split: mpsnr / mssim
+        from difix_ns.data.synth import write_split_covisibility
+
+        write_split_covisibility(Path(source), split.train, split.eval, split_folder)
     runs_dir = Path(config.out) / "runs" / scene
     fixer_model, fixer_seconds, runs = config.fixer_model, 0.0, []
     for recipe in recipes:

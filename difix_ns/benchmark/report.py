@@ -103,13 +103,13 @@ def summarize(views: List[dict]) -> Dict[str, Dict[str, float]]:
 def _cell(key: str, value: float) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{value:.2f}" if key in ("psnr", "fid") else f"{value:.4f}"
+    return f"{value:.2f}" if key in ("psnr", "mpsnr", "fid") else f"{value:.4f}"
 
 
 def markdown_tables(results: dict, methods: Sequence[str]) -> str:
     """Means over scenes (per bin), then one table per scene."""
     runs = results["runs"]
-    keys = [k for k in ("psnr", "ssim", "lpips", "fid") if any(k in r["metrics"]["all"] for r in runs)]
+    keys = [k for k in ("psnr", "ssim", "mpsnr", "mssim", "lpips", "fid") if any(k in r["metrics"]["all"] for r in runs)]
     groups = [g for g in ("all", "near", "mid", "far") if any(g in r["metrics"] for r in runs)]
     header = ["method"] + [f"{k} {g}" for g in groups for k in keys] + ["train s", "fixer s", "s/iter", "peak MB"]
 
@@ -162,20 +162,29 @@ def gains(
     return out
 
 
+def _gain_keys(results: dict) -> List[str]:
+    """psnr and ssim, plus the co-visibility-masked mpsnr and mssim when the runs have them."""
+    present = {k for r in results["runs"] for k in r["metrics"].get("all", {})}
+    return [k for k in ("psnr", "ssim", "mpsnr", "mssim") if k in present]
+
+
 def gains_table(results: dict, pairs: Sequence[Tuple[str, str]]) -> str:
-    """Markdown: PSNR and SSIM gain of each method over its baseline per bin (mean over scenes), then per scene."""
+    """Markdown: PSNR and SSIM gain (and masked mPSNR, mSSIM where masks exist) of each method over its baseline
+    per bin (mean over scenes), then the far-view PSNR gain per scene."""
     if not pairs:
         return ""
-    psnr, ssim = gains(results, pairs, "psnr"), gains(results, pairs, "ssim")
+    keys = _gain_keys(results)
+    table = {k: gains(results, pairs, k) for k in keys}
+    psnr = table["psnr"]
     groups = [g for g in _BINS if any(g in psnr[p] for p in pairs)]
-    header = ["method", "over"] + [f"{k} {g}" for g in groups for k in ("Δpsnr", "Δssim")] + ["Δpsnr far per scene"]
+    header = ["method", "over"] + [f"Δ{k} {g}" for g in groups for k in keys] + ["Δpsnr far per scene"]
     lines = ["## Gains over the baseline (method minus baseline, mean over scenes)", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for pair in pairs:
         cells = list(pair)
         for g in groups:
-            cells.append(_signed(_mean(list(psnr[pair].get(g, {}).values())), 2))
-            cells.append(_signed(_mean(list(ssim[pair].get(g, {}).values())), 4))
+            for k in keys:
+                cells.append(_signed(_mean(list(table[k][pair].get(g, {}).values())), 2 if "psnr" in k else 4))
         far = psnr[pair].get("far", {})
         cells.append(", ".join(f"{scene} {_signed(v, 2)}" for scene, v in far.items()) or "-")
         lines.append("| " + " | ".join(cells) + " |")
@@ -187,16 +196,18 @@ def _signed(value: float, digits: int) -> str:
 
 
 def gains_figure(path: Path, results: dict, pairs: Sequence[Tuple[str, str]]) -> None:
-    """PNG: PSNR and SSIM gain per distance bin for each (method, baseline) pair; bars are means, dots scenes."""
+    """PNG: PSNR and SSIM (and masked mPSNR, mSSIM where masks exist) gain per distance bin for each (method,
+    baseline) pair; bars are means, dots scenes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     groups = [g for g in ("near", "mid", "far") if any(g in r["metrics"] for r in results["runs"])]
-    fig, axes = plt.subplots(1, 2, figsize=(5 + 1.2 * len(pairs) * len(groups), 3.6), squeeze=False)
+    keys = _gain_keys(results)
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.5 * len(keys) + 1.2 * len(pairs) * len(groups), 3.6), squeeze=False)
     width = 0.8 / max(len(pairs), 1)
-    for ax, key in zip(axes[0], ("psnr", "ssim")):
+    for ax, key in zip(axes[0], keys):
         table = gains(results, pairs, key)
         for i, pair in enumerate(pairs):
             xs = [j + (i - (len(pairs) - 1) / 2) * width for j in range(len(groups))]
@@ -208,7 +219,8 @@ def gains_figure(path: Path, results: dict, pairs: Sequence[Tuple[str, str]]) ->
         ax.axhline(0.0, color="gray", linewidth=0.8)
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels(groups)
-        ax.set_ylabel(f"{key.upper()} gain" + (" (dB)" if key == "psnr" else ""))
+        label = {"mpsnr": "masked PSNR", "mssim": "masked SSIM"}.get(key, key.upper())
+        ax.set_ylabel(f"{label} gain" + (" (dB)" if "psnr" in key else ""))
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Gain over the baseline per distance bin (bars: mean over scenes, dots: scenes)", fontsize=9)
     fig.tight_layout()

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from difix_ns.superres.ops import color_fix
 
-__all__ = ["SuperResBackend", "make_backend", "sr_targets"]
+__all__ = ["SuperResBackend", "sr_targets"]
 
 
 class SuperResBackend(ABC):
@@ -31,19 +31,6 @@ class SuperResBackend(ABC):
         self, lr: Float[Tensor, "B 3 h w"], render: Optional[Float[Tensor, "B 3 H W"]], size: tuple
     ) -> Float[Tensor, "B 3 H W"]:
         """SR images of size `size` (H, W) in [0, 1]."""
-
-
-def make_backend(config) -> SuperResBackend:
-    """The back-end named by `SuperResConfig.backend` (imported lazily)."""
-    if config.backend == "bicubic":
-        from difix_ns.superres.bicubic import BicubicBackend
-
-        return BicubicBackend()
-    if config.backend == "self":
-        from difix_ns.superres.self_sr import SelfBackend
-
-        return SelfBackend(config.self_sr)
-    raise ValueError(f"superres.backend must be 'self' or 'bicubic', got {config.backend!r}")
 
 
 @torch.no_grad()

@@ -33,7 +33,8 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 from torch import Tensor
 
-from difix_ns.superres.base import SuperResBackend, make_backend, sr_targets
+from difix_ns.superres.backends import make_backend
+from difix_ns.superres.base import SuperResBackend, sr_targets
 from difix_ns.superres.config import SuperResConfig
 
 __all__ = ["SR3D_FOLDER", "Sr3dPipeline", "Sr3dPipelineConfig", "Sr3dTrainer", "Sr3dTrainerConfig"]

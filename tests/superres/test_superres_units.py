@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from difix_ns.superres.base import make_backend, sr_targets
+from difix_ns.superres.backends import make_backend
+from difix_ns.superres.base import sr_targets
 from difix_ns.superres.config import MIN_LR_SIZE, SelfSuperResConfig, SuperResConfig, check_lr_size
 from difix_ns.superres.ops import color_fix, downsample, photometric_loss, sr3d_loss, upsample
 
