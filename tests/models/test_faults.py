@@ -53,7 +53,10 @@ def test_a_checkpoint_cut_while_saving_is_skipped_and_the_run_resumes_from_the_o
 def test_kill_9_after_the_first_update_then_load_dir_resumes_with_its_pseudo_views(synth_scene, tmp_path):
     import torch
 
-    command = _train_command(synth_scene, tmp_path, 400, "--steps-per-save=4", "--save-only-latest-checkpoint=False")
+    once = "--pipeline.progressive.fix-every=100000"  # one update (step 3), however far the run gets before the kill
+    command = _train_command(
+        synth_scene, tmp_path, 400, "--steps-per-save=4", "--save-only-latest-checkpoint=False", once
+    )
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(tmp_path))
     models = tmp_path / "e" / "difix-splatfacto" / "t" / "nerfstudio_models"
     saved = models / "step-000000004.ckpt"  # after the update at step 3
@@ -73,7 +76,7 @@ def test_kill_9_after_the_first_update_then_load_dir_resumes_with_its_pseudo_vie
     assert before["last_update_step"] == 3 and before["pseudo"] is not None
 
     resumed = subprocess.run(
-        _train_command(synth_scene, tmp_path / "resumed", step + 3, f"--load-dir={models}", "--steps-per-save=1000"),
+        _train_command(synth_scene, tmp_path / "resumed", step + 3, f"--load-dir={models}", "--steps-per-save=1000", once),
         capture_output=True, text=True, env=_env(tmp_path), timeout=900,
     )  # fmt: skip
     log = resumed.stdout + resumed.stderr
