@@ -81,7 +81,11 @@ class DifixPipeline(VanillaPipeline):
             load = datamanager.training_image
         else:
             load = dataset.get_image_float32
-        return TrainingViews(dataset.cameras.camera_to_worlds, load, names)
+        views = TrainingViews(
+            dataset.cameras.camera_to_worlds, load, names, intrinsics=dataset.cameras.get_intrinsics_matrices()
+        )
+        views.set_depth_source(self._render_training_depth)
+        return views
 
     def novel_camera_targets(self) -> Cameras:
         """Target cameras of the progressive update (poses and intrinsics only, never images)."""
@@ -100,17 +104,27 @@ class DifixPipeline(VanillaPipeline):
         return subsample(cameras, config.max_views)
 
     # ---------------------------------------------------------------- rendering
-    def _render(self, camera: Cameras) -> Tuple[Tensor, Tensor]:
-        """Raw render (rgb [H, W, 3], alpha [H, W, 1]) of one camera in eval mode, without post-processing."""
+    def _render(self, camera: Cameras) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """Raw render (rgb [H, W, 3], alpha [H, W, 1], z-depth [H, W] or None) of one camera in eval mode, without
+        post-processing."""
         model = self.model
         was_training = model.training
         model.eval()
+        camera = camera.to(model.device)
         try:
             with torch.no_grad():
-                outputs = model.get_outputs_for_camera(camera.to(model.device), postprocess=False)
+                outputs = model.get_outputs_for_camera(camera, postprocess=False)
         finally:
             model.train(was_training)
-        return outputs["rgb"], outputs["accumulation"]
+        return outputs["rgb"], outputs["accumulation"], model.render_z_depth(outputs, camera)
+
+    def _render_training_depth(self, index: int) -> Tensor:
+        """z-depth [H, W] of training camera `index` (the occlusion test of warped references)."""
+        cameras = self.datamanager.train_dataset.cameras
+        depth = self._render(cameras[index : index + 1])[2]
+        if depth is None:
+            raise ValueError(f"{type(self.model).__name__} renders no depth: warped references need it")
+        return depth
 
     # ---------------------------------------------------------------- the fixer stage (before training)
     def _needs_self_fixer(self) -> bool:
@@ -160,6 +174,7 @@ class DifixPipeline(VanillaPipeline):
     def run_progressive_update(self, step: int) -> ProgressiveState:
         """Run one progressive update now (as after training step `step`); returns the new state."""
         fixer = self.model.get_fixer()
+        self._training_views.forget_depths()  # the model moved on since the last update
         self.progressive_state = progressive_update(
             self.progressive_state,
             self.config.progressive,
@@ -167,7 +182,8 @@ class DifixPipeline(VanillaPipeline):
             self.novel_camera_targets(),
             self._training_views,
             self._render,
-            fixer.fix if fixer.supports_refs else (lambda images, refs: fixer.fix(images, None)),
+            lambda images, refs, warped: fixer.fix(images, refs if fixer.supports_refs else None, warped),
+            fixer.warped_references,
         )
         self.datamanager.set_pseudo_views(self.progressive_state.pseudo)
         self._save_pseudo_views(step)

@@ -18,6 +18,7 @@ False) ignores them with a one-time warning.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 __all__ = [
     "Fixer",
     "IdentityFixer",
+    "WarpedViews",
     "FixerRuntime",
     "pad_to_multiple",
     "resolve_precision",
@@ -35,6 +37,70 @@ __all__ = [
     "run_in_chunks",
     "validate_images",
 ]
+
+
+@dataclass(frozen=True)
+class WarpedViews:
+    """K reference views warped into each target camera by depth (`difix_ns.geometry.warp_references`), with
+    their validity masks (1 where the reference sees the target pixel, 0 elsewhere; the colour is 0 there)."""
+
+    rgb: Float[Tensor, "B K 3 H W"]
+    mask: Float[Tensor, "B K 1 H W"]
+
+    def __getitem__(self, index: slice) -> "WarpedViews":
+        return WarpedViews(self.rgb[index], self.mask[index])
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> "WarpedViews":
+        return WarpedViews(self.rgb.to(device, dtype), self.mask.to(device, dtype))
+
+    @staticmethod
+    def none(batch: int, count: int, height: int, width: int, like: Tensor) -> "WarpedViews":
+        """`count` views that see nothing (all masks 0): what a fixer with warped inputs gets without depth."""
+        return WarpedViews(like.new_zeros(batch, count, 3, height, width), like.new_zeros(batch, count, 1, height, width))
+
+    def with_count(self, count: int) -> "WarpedViews":
+        """The first `count` views, padded with views that see nothing when there are fewer."""
+        b, k, _, h, w = self.rgb.shape
+        if k >= count:
+            return self[:, :count] if k > count else self  # type: ignore[index]
+        pad = WarpedViews.none(b, count - k, h, w, self.rgb)
+        return WarpedViews(torch.cat([self.rgb, pad.rgb], 1), torch.cat([self.mask, pad.mask], 1))
+
+    def padded(self, multiple: int) -> "WarpedViews":
+        """Zero-padded at the bottom/right to a multiple of `multiple` (padding is invalid: mask 0)."""
+        h, w = self.rgb.shape[-2:]
+        pad = (0, (-w) % multiple, 0, (-h) % multiple)
+        if pad == (0, 0, 0, 0):
+            return self
+        return WarpedViews(F.pad(self.rgb, pad), F.pad(self.mask, pad))
+
+
+def validate_warped(images: Tensor, warped: Optional[WarpedViews]) -> None:
+    """Raise `ValueError` naming the problem if `warped` does not fit the batch `images` [B,3,H,W]."""
+    if warped is None:
+        return
+    if not isinstance(warped, WarpedViews):
+        raise ValueError(f"warped must be a WarpedViews or None, got {type(warped).__name__}")
+    b, _, h, w = images.shape
+    rgb, mask = warped.rgb, warped.mask
+    if rgb.ndim != 5 or rgb.shape[0] != b or rgb.shape[2] != 3 or tuple(rgb.shape[3:]) != (h, w) or rgb.shape[1] < 1:
+        raise ValueError(f"warped.rgb must have shape [B,K,3,H,W] = [{b},K,3,{h},{w}] with K >= 1, got {tuple(rgb.shape)}")
+    if tuple(mask.shape) != (*rgb.shape[:2], 1, h, w):
+        raise ValueError(f"warped.mask must have shape {(*rgb.shape[:2], 1, h, w)}, got {tuple(mask.shape)}")
+    _check_range(rgb, "warped.rgb")
+    _check_range(mask, "warped.mask")
+
+
+class _Extras:
+    """References and warped views of a batch, sliced together by `run_in_chunks`."""
+
+    def __init__(self, refs: Optional[Tensor], warped: Optional[WarpedViews]) -> None:
+        self.refs, self.warped = refs, warped
+
+    def __getitem__(self, index: slice) -> "_Extras":
+        return _Extras(
+            None if self.refs is None else self.refs[index], None if self.warped is None else self.warped[index]
+        )
 
 
 def _oom_error_types() -> tuple[type[BaseException], ...]:
@@ -191,11 +257,15 @@ class Fixer(nn.Module):
     """Base class of all fixers: `fix(images [B,3,H,W] in [0,1], refs [B,R,3,H,W] | None) -> [B,3,H,W]`.
 
     Subclasses set `size_multiple` (the H, W granularity their network needs) and `supports_refs`, and implement
-    `_run(images, refs)` on padded input in [0,1]. Device and dtype follow the module's parameters.
+    `_run(images, refs)` on padded input in [0,1]; one with `warped_references` = K > 0 implements
+    `_run(images, refs, warped=...)` and always gets K warped views. Device and dtype follow the module's
+    parameters.
     """
 
     size_multiple: int = 1
     supports_refs: bool = False
+    warped_references: int = 0
+    """Number K of depth-warped reference views the network takes as input (0: none)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -259,9 +329,15 @@ class Fixer(nn.Module):
 
     # ---------------------------------------------------------------- computation
     def forward(
-        self, images: Float[Tensor, "B 3 H W"], refs: Optional[Float[Tensor, "B R 3 h w"]] = None
+        self,
+        images: Float[Tensor, "B 3 H W"],
+        refs: Optional[Float[Tensor, "B R 3 h w"]] = None,
+        warped: Optional[WarpedViews] = None,
     ) -> Float[Tensor, "B 3 H W"]:
-        """Differentiable fix of a batch: pads, runs the network, crops back. No validation, no chunking."""
+        """Differentiable fix of a batch: pads, runs the network, crops back. No validation, no chunking.
+
+        `warped` reaches back-ends with `warped_references` > 0 (fitted to that many views; None = views that see
+        nothing); the others ignore it."""
         if refs is not None and not self.supports_refs:
             self._warn_refs_ignored()
             refs = None
@@ -269,29 +345,43 @@ class Fixer(nn.Module):
         if refs is not None:
             refs = resize_refs(refs, (h, w))
             refs = pad_to_multiple(refs.flatten(0, 1), self.size_multiple)[0].unflatten(0, refs.shape[:2])
-        out = self._run(padded, refs)
-        return out[..., :h, :w]
+        if self.warped_references == 0:
+            return self._run(padded, refs)[..., :h, :w]
+        if warped is None:
+            warped = WarpedViews.none(images.shape[0], self.warped_references, h, w, images)
+        warped = warped.with_count(self.warped_references).padded(self.size_multiple)
+        return self._run(padded, refs, warped=warped)[..., :h, :w]
 
     @torch.no_grad()
     def fix(
-        self, images: Float[Tensor, "B 3 H W"], refs: Optional[Float[Tensor, "B R 3 h w"]] = None
+        self,
+        images: Float[Tensor, "B 3 H W"],
+        refs: Optional[Float[Tensor, "B R 3 h w"]] = None,
+        warped: Optional[WarpedViews] = None,
     ) -> Float[Tensor, "B 3 H W"]:
-        """Fix a batch of images in [0,1]; returns [0,1] images of exactly the input size, device and dtype."""
+        """Fix a batch of images in [0,1]; returns [0,1] images of exactly the input size, device and dtype.
+
+        `refs`: reference photos (any size); `warped`: reference views warped into each image's camera (see
+        `forward`)."""
         validate_images(images, refs)
+        validate_warped(images, warped)
         if images.shape[0] == 0:
             return images.clone()
         in_device, in_dtype = images.device, images.dtype
         x = images.to(self.device, self.dtype)
-        r = None if refs is None else refs.to(self.device, self.dtype)
-        out, meta = run_in_chunks(self._fix_chunk, x, r, self.runtime.chunk_size)
+        extras = _Extras(
+            None if refs is None else refs.to(self.device, self.dtype),
+            None if warped is None else warped.to(self.device, self.dtype),
+        )
+        out, meta = run_in_chunks(self._fix_chunk, x, extras, self.runtime.chunk_size)  # type: ignore[arg-type]
         self.last_meta = meta
         return out.to(in_device, in_dtype)
 
-    def _fix_chunk(self, images: Tensor, refs: Optional[Tensor]) -> Tensor:
+    def _fix_chunk(self, images: Tensor, extras: _Extras) -> Tensor:
         dtype = self.runtime.autocast_dtype
         use_autocast = dtype is not None and images.device.type == "cuda"
         with torch.autocast("cuda", dtype=dtype or torch.float16, enabled=use_autocast):
-            out = self.forward(images, refs)
+            out = self.forward(images, extras.refs, extras.warped)
         return out.to(images.dtype).clamp_(0, 1)
 
     def _warn_refs_ignored(self) -> None:

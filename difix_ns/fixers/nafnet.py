@@ -29,7 +29,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from difix_ns.fixers.base import Fixer
+from difix_ns.fixers.base import Fixer, WarpedViews
 
 __all__ = ["LayerNorm2d", "SimpleGate", "NAFBlock", "NAFNet", "NAFNetFixer"]
 
@@ -197,13 +197,16 @@ class NAFNetFixer(Fixer):
         self.net = net if net is not None else NAFNet()
         self.size_multiple = self.net.size_multiple
         self.supports_refs = bool(self.net.config.use_reference)
+        self.warped_references = int(self.net.config.warped_references)
         self._compiled: dict = {}
 
-    def _run(self, images: Tensor, refs: Optional[Tensor]) -> Tensor:
+    def _run(self, images: Tensor, refs: Optional[Tensor], warped: Optional[WarpedViews] = None) -> Tensor:
         net = self._compiled.get("net", self.net)
         if self.runtime.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return net(images, refs)
+        if warped is None:
+            return net(images, refs)
+        return net(images, refs, warped=warped.rgb, warped_mask=warped.mask)
 
     def _optimize(self, channels_last: bool, compile: bool) -> None:
         if channels_last:

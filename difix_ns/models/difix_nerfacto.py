@@ -34,6 +34,7 @@ class DifixNerfactoModel(DifixFixingMixin, OfflineMetricsMixin, NerfactoModel):
     """Nerfacto with offline-safe metrics and the Difix3D(+) additions (see module docstring)."""
 
     config: DifixNerfactoModelConfig
+    depth_is_ray_distance = True  # nerfacto's depth: distance along the unit-length ray
 
     def populate_modules(self) -> None:
         with offline_lpips():

@@ -29,7 +29,7 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerDropdown, ViewerNumber
 from torch import Tensor
 
-from difix_ns.fixers.base import Fixer
+from difix_ns.fixers.base import Fixer, WarpedViews
 from difix_ns.fixers.config import FixerConfig
 from difix_ns.progressive.references import TrainingViews
 
@@ -113,6 +113,8 @@ class DifixFixingMixin:
 
     config: DifixFixingConfig
     device: torch.device
+    depth_is_ray_distance: bool = False
+    """Whether the model's `depth` output is the distance along unit rays (nerfacto) rather than z-depth (splats)."""
 
     # ---------------------------------------------------------------- set-up
     def _setup_fixing(self) -> None:
@@ -150,22 +152,57 @@ class DifixFixingMixin:
         """Whether renders are post-processed now (the viewer checkbox; initially `config.postprocess`)."""
         return bool(self.viewer_postprocess.value)
 
+    def render_z_depth(self, outputs: Dict[str, Tensor], camera: Cameras) -> Optional[Float[Tensor, "H W"]]:
+        """z-depth of a render of one camera (`difix_ns.geometry.warp`'s convention), None without a depth output."""
+        from difix_ns.geometry.warp import ray_distance_to_z_depth
+
+        depth = outputs.get("expected_depth", outputs.get("depth"))
+        if depth is None:
+            return None
+        depth = depth.detach().float().reshape(depth.shape[0], depth.shape[1])
+        if self.depth_is_ray_distance:
+            depth = ray_distance_to_z_depth(depth, camera.get_intrinsics_matrices()[0].to(depth))
+        return torch.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def warped_references(
+        self, camera: Cameras, depth: Optional[Float[Tensor, "H W"]], count: int
+    ) -> Optional[WarpedViews]:
+        """The `count` training views nearest `camera` (one camera) warped into it with its render's z-depth
+        (`render_z_depth`); None when `count` is 0, the depth is unknown, or the model has no training views with
+        intrinsics and depth (the pipeline gives them)."""
+        views = self.fixing.training_views
+        if count == 0 or depth is None or views is None or not views.can_warp:
+            return None
+        c2w = camera.camera_to_worlds.reshape(-1, 3, 4)[:1].float().cpu()
+        indices = views.nearest(c2w, count)
+        return views.warped(indices, c2w, camera.get_intrinsics_matrices()[:1].float().cpu(), depth[None].cpu())
+
+    def _warped_for(self, fixer: Fixer, camera: Cameras, depth: Optional[Tensor]) -> Optional[WarpedViews]:
+        return self.warped_references(camera, depth, fixer.warped_references)
+
     # ---------------------------------------------------------------- post-processing
     def fix_render(
-        self, rgb: Float[Tensor, "H W 3"], camera: Cameras, reference: Optional[str] = None
+        self,
+        rgb: Float[Tensor, "H W 3"],
+        camera: Cameras,
+        reference: Optional[str] = None,
+        depth: Optional[Float[Tensor, "H W"]] = None,
     ) -> Float[Tensor, "H W 3"]:
-        """Fix one render of `camera`; reference mode `reference` (default: the viewer's dropdown)."""
+        """Fix one render of `camera`; reference mode `reference` (default: the viewer's dropdown). With the
+        render's z-depth, a fixer that takes warped references gets them (unless the mode is "none")."""
         reference = reference or self.viewer_reference.value
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}")
-        refs = None
+        refs, warped = None, None
         fixer = self.get_fixer()
         views = self.fixing.training_views
         if reference == "nearest" and views is not None and fixer.supports_refs:
             index = views.nearest(camera.camera_to_worlds.reshape(-1, 3, 4)[:1], 1)
             refs = views.references(index, (rgb.shape[0], rgb.shape[1]))
+        if reference == "nearest":
+            warped = self._warped_for(fixer, camera, depth)
         start = time.perf_counter()
-        fixed = fixer.fix(rgb.detach().float().clamp(0, 1).permute(2, 0, 1)[None], refs)
+        fixed = fixer.fix(rgb.detach().float().clamp(0, 1).permute(2, 0, 1)[None], refs, warped)
         self.viewer_fixer_latency.value = round(1000.0 * (time.perf_counter() - start), 1)
         return fixed[0].permute(1, 2, 0).to(rgb.device, rgb.dtype)
 
@@ -179,8 +216,10 @@ class DifixFixingMixin:
         if not (self.postprocess_enabled if postprocess is None else postprocess):
             return outputs
         viewer = _viewer_render_thread()
+        depth = self.render_z_depth(outputs, camera)
+        self._warped_for(self.get_fixer(), camera, depth)  # renders missing reference depths while still locked
         with _released(viewer.viewer.train_lock if viewer is not None else None):  # type: ignore[attr-defined]
-            fixed = self.fix_render(outputs["rgb"], camera)
+            fixed = self.fix_render(outputs["rgb"], camera, depth=depth)
         if viewer is not None:
             outputs["rgb_raw"] = outputs["rgb"]
             outputs["rgb"] = fixed

@@ -14,6 +14,7 @@ from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor
 
+from difix_ns.fixers.base import WarpedViews
 from difix_ns.progressive.config import ProgressiveConfig
 from difix_ns.progressive.poses import camera_spacing, step_poses
 from difix_ns.progressive.references import TrainingViews
@@ -22,10 +23,15 @@ from difix_ns.progressive.targets import with_poses
 
 __all__ = ["RenderFn", "FixFn", "progressive_update", "default_step_size"]
 
-RenderFn = Callable[[Cameras], Tuple[Float[Tensor, "H W 3"], Float[Tensor, "H W 1"]]]
-"""Render one camera ([1] Cameras) in eval mode without gradients: (rgb, alpha)."""
-FixFn = Callable[[Float[Tensor, "B 3 H W"], Optional[Float[Tensor, "B R 3 H W"]]], Float[Tensor, "B 3 H W"]]
-"""`Fixer.fix`: images and references in [0, 1] -> fixed images of the same size."""
+RenderFn = Callable[
+    [Cameras], Tuple[Float[Tensor, "H W 3"], Float[Tensor, "H W 1"], Optional[Float[Tensor, "H W"]]]
+]
+"""Render one camera ([1] Cameras) in eval mode without gradients: (rgb, alpha, z-depth or None)."""
+FixFn = Callable[
+    [Float[Tensor, "B 3 H W"], Optional[Float[Tensor, "B R 3 H W"]], Optional[WarpedViews]], Float[Tensor, "B 3 H W"]
+]
+"""`Fixer.fix`: images and references in [0, 1], and references warped into the images' cameras -> fixed images
+of the same size."""
 
 
 def default_step_size(config: ProgressiveConfig, training: TrainingViews) -> float:
@@ -41,8 +47,26 @@ def _to_uint8(image: Tensor) -> Tensor:
     return (image.clamp(0, 1) * 255.0).round().to(torch.uint8)
 
 
+def _warped_views(
+    cameras: Cameras, depths: List[Optional[Tensor]], training: TrainingViews, count: int, config: ProgressiveConfig
+) -> Optional[WarpedViews]:
+    """The `count` training views nearest each camera warped into it by its rendered depth (None: not asked for,
+    or no depth)."""
+    if count == 0 or not training.can_warp or any(d is None for d in depths):
+        return None
+    c2w = cameras.camera_to_worlds[:, :3, :4].float().cpu()
+    indices = training.nearest(c2w, count, config.translation_weight, config.rotation_weight)
+    return training.warped(indices, c2w, cameras.get_intrinsics_matrices().float().cpu(), torch.stack(depths))  # type: ignore[arg-type]
+
+
 def _render_and_fix(
-    cameras: Cameras, references: Tensor, training: TrainingViews, render: RenderFn, fix: FixFn, config: ProgressiveConfig
+    cameras: Cameras,
+    references: Tensor,
+    training: TrainingViews,
+    render: RenderFn,
+    fix: FixFn,
+    config: ProgressiveConfig,
+    warped_count: int = 0,
 ) -> Tuple[List[Tensor], List[Tensor]]:
     """Render and fix `cameras` in chunks of `render_chunk_size`; returns uint8 images and bool masks (CPU)."""
     images: List[Tensor] = []
@@ -51,13 +75,16 @@ def _render_and_fix(
     for start in range(0, n, config.render_chunk_size):
         stop = min(start + config.render_chunk_size, n)
         renders = [render(cameras[i : i + 1]) for i in range(start, stop)]
-        sizes = {(rgb.shape[0], rgb.shape[1]) for rgb, _ in renders}
+        sizes = {(rendered[0].shape[0], rendered[0].shape[1]) for rendered in renders}
         groups = [list(range(len(renders)))] if len(sizes) == 1 else [[i] for i in range(len(renders))]
         for group in groups:  # one batch per chunk, or one image at a time when targets differ in size
             size = (renders[group[0]][0].shape[0], renders[group[0]][0].shape[1])
             batch = torch.stack([renders[i][0].detach().float().clamp(0, 1).permute(2, 0, 1) for i in group])
-            refs = training.references(references[[start + i for i in group]], size)
-            fixed = fix(batch, refs).cpu()
+            chosen = [start + i for i in group]
+            refs = training.references(references[chosen], size)
+            depths = [renders[i][2] for i in group]
+            warped = _warped_views(cameras[torch.tensor(chosen)], depths, training, warped_count, config)
+            fixed = fix(batch, refs, warped).cpu()
             for j, i in enumerate(group):
                 images.append(_to_uint8(fixed[j].permute(1, 2, 0)))
                 masks.append((renders[i][1].detach().float().cpu() >= config.alpha_threshold).reshape(*size, 1))
@@ -89,12 +116,15 @@ def progressive_update(
     training: TrainingViews,
     render: RenderFn,
     fix: FixFn,
+    warped_count: int = 0,
 ) -> ProgressiveState:
     """Move the novel cameras one step toward `targets`, render and fix them; returns the next state.
 
     The first update starts every camera at the training pose nearest its target. References are the
     `num_references` training views nearest each camera's new pose; their indices are also the camera indices the
-    pseudo views carry in training. The new views replace the previous set, or join it with `accumulate`.
+    pseudo views carry in training. With `warped_count` K > 0 (the fixer's `warped_references`) the fixer also
+    gets the K nearest training views warped into each camera by its rendered depth. The new views replace the
+    previous set, or join it with `accumulate`.
     """
     start_time = time.perf_counter()
     target_poses = targets.camera_to_worlds[:, :3, :4].float().cpu()
@@ -109,7 +139,7 @@ def progressive_update(
     )
     cameras = with_poses(targets, poses)
     references = training.nearest(poses, config.num_references, config.translation_weight, config.rotation_weight)
-    images, masks = _render_and_fix(cameras, references, training, render, fix, config)
+    images, masks = _render_and_fix(cameras, references, training, render, fix, config, warped_count)
     views = PseudoViews(
         cameras=cameras,
         images=images,

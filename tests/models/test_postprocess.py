@@ -70,7 +70,7 @@ def test_in_the_viewer_the_displayed_rgb_is_fixed_and_the_lock_is_released(model
     seen_locked = []
     inner_fix = fixer.fix
 
-    def fix(images, refs=None):
+    def fix(images, refs=None, warped=None):
         seen_locked.append(lock.locked())
         return inner_fix(images, refs)
 

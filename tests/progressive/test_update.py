@@ -46,9 +46,9 @@ class _Recorder:
         h, w = int(camera.height[0]), int(camera.width[0])
         alpha = torch.zeros(h, w, 1)
         alpha[:, : w // 2] = 1.0
-        return torch.full((h, w, 3), 0.5), alpha
+        return torch.full((h, w, 3), 0.5), alpha, None
 
-    def fix(self, images, refs):
+    def fix(self, images, refs, warped=None):
         self.refs.append(refs)
         return (images + 0.1).clamp(0, 1)
 
@@ -131,3 +131,41 @@ def test_schedule_steps():
     assert not ProgressiveConfig(enabled=False, fix_start=0).is_update_step(0)
     with pytest.raises(ValueError, match="camera_path"):
         ProgressiveConfig(targets="path").validate()
+
+
+def test_warped_references_reach_the_fixer_when_depth_is_known():
+    """With intrinsics and a depth source, the fixer gets the K nearest training views warped into each novel
+    camera by the render's depth (the same numbers as `warp_references`); without depth it gets none."""
+    from difix_ns.geometry.warp import warp_references
+
+    poses = _orbit([0, 20, 40, 60])
+    images = [torch.rand(16, 16, 3) for _ in range(4)]
+    intrinsics = torch.tensor([[40.0, 0, 8], [0, 40.0, 8], [0, 0, 1]]).expand(4, 3, 3)
+    training = TrainingViews(poses, lambda i: images[i], [f"t{i}.png" for i in range(4)], intrinsics=intrinsics)
+    seen = []
+
+    def render(camera):
+        return torch.full((16, 16, 3), 0.5), torch.ones(16, 16, 1), torch.full((16, 16), 2.0)
+
+    def fix(batch, refs, warped=None):
+        seen.append(warped)
+        return batch
+
+    targets = _cameras(_orbit([10, 50]), size=16)
+    progressive_update(ProgressiveState(), ProgressiveConfig(), 0, targets, training, render, fix, warped_count=2)
+    assert seen[-1] is None  # no depth source yet
+    training.set_depth_source(lambda i: torch.full((16, 16), 2.0))
+    state = progressive_update(ProgressiveState(), ProgressiveConfig(), 0, targets, training, render, fix, warped_count=2)
+    warped = seen[-1]
+    assert warped.rgb.shape == (2, 2, 3, 16, 16) and warped.mask.shape == (2, 2, 1, 16, 16)
+    c2w = state.pseudo.cameras.camera_to_worlds
+    nearest = training.nearest(c2w, 2)
+    for b in range(2):
+        row = nearest[b].tolist()
+        rgb, valid, _ = warp_references(
+            torch.stack([images[i].permute(2, 0, 1) for i in row]), torch.full((2, 16, 16), 2.0), poses[row],
+            intrinsics[row], torch.full((16, 16), 2.0), c2w[b], intrinsics[0],
+        )
+        torch.testing.assert_close(warped.rgb[b], rgb)
+        torch.testing.assert_close(warped.mask[b], valid.float())
+    assert warped.mask.sum() > 0
