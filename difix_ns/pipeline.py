@@ -127,11 +127,13 @@ class DifixPipeline(VanillaPipeline):
         return depth
 
     # ---------------------------------------------------------------- the fixer stage (before training)
-    def _needs_self_fixer(self) -> bool:
+    def _self_backend(self) -> bool:
         from difix_ns.fixers.config import resolve_auto
 
-        fixer = resolve_auto(self.model.config.fixer)[0]
-        return fixer.backend == "self" and fixer.checkpoint is None
+        return resolve_auto(self.model.config.fixer)[0].backend == "self"
+
+    def _needs_self_fixer(self) -> bool:
+        return self._self_backend() and self.model.config.fixer.checkpoint is None
 
     def _use_self_fixer(self, folder: Path, use: bool = True) -> None:
         """Make the self fixer in `folder` the model's fixer, or (`use` False: it did not beat doing nothing on its
@@ -159,11 +161,16 @@ class DifixPipeline(VanillaPipeline):
     def settle_fixer(self, run_dir: Path) -> None:
         """Before the first training step: remember the run folder (pseudo views are written there) and make the
         `self` fixer, trained on this scene's training views only into `run_dir/difix_self_fixer` (reused when
-        that folder or the loaded checkpoint has it)."""
+        that folder or the loaded checkpoint has it). A self fixer given as a checkpoint (made once for several
+        runs, as the benchmark does) passes the same check against doing nothing."""
         from difix_ns.training.self_fixer import train_self_fixer
 
         self._output_dir = Path(run_dir)
-        if not self._needs_self_fixer() or self.self_fixer_path is not None:
+        if not self._self_backend() or self.self_fixer_path is not None:
+            return
+        if self.model.config.fixer.checkpoint is not None:  # made elsewhere (the benchmark shares one per scene)
+            folder = Path(self.model.config.fixer.checkpoint)
+            self._use_self_fixer(folder, self._self_fixer_helps(folder))
             return
         data = Path(self.datamanager.dataparser.config.data)
         CONSOLE.log(f"difix: the self fixer, trained on the training views of {data} (before the first step)")
@@ -230,7 +237,7 @@ class DifixPipeline(VanillaPipeline):
             return
         self.progressive_state = ProgressiveState.from_state(state["progressive"])
         self.datamanager.set_pseudo_views(self.progressive_state.pseudo)
-        if self._needs_self_fixer() and "self_fixer_path" in state:
+        if self._self_backend() and "self_fixer_path" in state:
             folder = Path(state["self_fixer_path"])
             if not folder.is_dir():
                 raise FileNotFoundError(f"the run's self-trained fixer {folder} is missing (it lives in the run folder)")
