@@ -18,10 +18,14 @@ one triplet per target view and checkpoint. Dataset reading and derived datasets
   render of the full scene (not the photo), at the training poses.
 
 The reference of a triplet is the real photo of the nearest training view of that unit's model (translation +
-rotation angle, `difix_ns.progressive.poses`), never the target itself.
+rotation angle, `difix_ns.progressive.poses`), never the target itself. With `warped_references` K > 0 (leave-out,
+underfit, cross-reference), a triplet also gets the K nearest training photos of that unit's model (never the
+target itself) warped into the target view by the unit reconstruction's depth, with their validity masks: the
+inputs a fixer with warped references gets at run time.
 
 Output folder: `manifest.jsonl` (one JSON object per triplet: paths relative to the folder, `pose_distance`,
-`strategy`, `source_scene`, ...), `pairs/<unit>/step-N/*_{degraded,clean,reference}.png`, `units/<unit>/pairs.jsonl`
+`strategy`, `source_scene`, ...; `warped`/`warped_mask`/`warped_views` lists with warped references),
+`pairs/<unit>/step-N/*_{degraded,clean,reference,warped<k>,warpmask<k>}.png`, `units/<unit>/pairs.jsonl`
 (written last: a unit with this file is done and is kept as is on a re-run, so an interrupted run resumes; use a
 new folder after changing options), and
 `report.json` (skipped images, counts, disk use). Missing or unreadable training images are reported and skipped.
@@ -88,6 +92,9 @@ class CurateConfig:
     """Keep the reconstructions (checkpoints) and derived datasets after their pairs are written."""
     max_disk_mb: float = 4096.0
     """Stop starting new units once the output folder exceeds this size (MB); the run can be resumed later."""
+    warped_references: int = 0
+    """Also store this many nearest training photos warped into each target view by the reconstruction's depth,
+    with their masks (for fixers with warped inputs); leave-out, underfit and cross-reference only."""
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad option."""
@@ -111,6 +118,8 @@ class CurateConfig:
             raise ValueError(f"compression_bits must be in 1..16, got {self.compression_bits}")
         if self.max_disk_mb <= 0:
             raise ValueError(f"max_disk_mb must be > 0, got {self.max_disk_mb}")
+        if self.warped_references < 0:
+            raise ValueError(f"warped_references must be >= 0, got {self.warped_references}")
 
     def main(self) -> None:
         """Run the curation and print a summary."""
@@ -287,6 +296,24 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)).save(path)
 
 
+def _save_warped(view, folder: Path, stem: str) -> Dict[str, List[Path]]:
+    """Each warped view of `view` (a ViewResult) as `<stem>_warped<k>.png` and its mask as `<stem>_warpmask<k>.png`
+    (0/255); empty lists when it has none."""
+    from PIL import Image
+
+    paths: Dict[str, List[Path]] = {"warped": [], "warped_mask": []}
+    if view.warped is None:
+        return paths
+    rgb = view.warped.rgb[0].permute(0, 2, 3, 1).float().cpu().numpy()  # [K, H, W, 3]
+    mask = view.warped.mask[0, :, 0].float().cpu().numpy() > 0.5  # [K, H, W]
+    for k in range(rgb.shape[0]):
+        paths["warped"].append(folder / f"{stem}_warped{k}.png")
+        paths["warped_mask"].append(folder / f"{stem}_warpmask{k}.png")
+        _save_png(rgb[k], paths["warped"][-1])
+        Image.fromarray(mask[k].astype(np.uint8) * 255).save(paths["warped_mask"][-1])
+    return paths
+
+
 def _load_reference(path: Path, size: Tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
@@ -322,9 +349,15 @@ def _write_triplet(view, target: str, unit: _Unit, step: int, config: CurateConf
     _save_png(view.rendered, paths["degraded"])
     _save_png(view.ground_truth, paths["clean"])
     _save_png(_load_reference(image_file(scene.root, ref_name), (height, width)), paths["reference"])
+    warped = _save_warped(view, folder, stem)
+    extra = {}
+    if view.warped is not None:
+        extra = {k: [str(p.relative_to(out)) for p in v] for k, v in warped.items()}
+        extra["warped_views"] = list(view.warped_views or [])
     return {
         "id": f"{unit.name}/{stem}@{step}",
         **{k: str(p.relative_to(out)) for k, p in paths.items()},
+        **extra,
         "view": target,
         "reference_view": ref_name,
         "pose_distance": {"translation": t, "rotation_deg": math.degrees(r), "distance": t + r},
@@ -355,7 +388,9 @@ def _run_unit(unit: _Unit, config: CurateConfig, scene: SceneViews, out: Path) -
         if unit.strategy == "compression":
             views = _render_compressed(step_config, config.compression_keep, config.compression_bits)
         else:
-            views = evaluate_views(step_config, description=f"Rendering {unit.name} @ {step}")
+            views = evaluate_views(
+                step_config, f"Rendering {unit.name} @ {step}", warped_references=config.warped_references
+            )
         for view in views:
             target = by_basename.get(view.filename) or by_basename[Path(view.filename).stem]
             records.append(_write_triplet(view, target, unit, step, config, scene, out))
@@ -402,7 +437,8 @@ def _folder_mb(folder: Path) -> float:
 
 
 def read_manifest(path: Path) -> List[dict]:
-    """The triplets of a manifest.jsonl, with `degraded`/`clean`/`reference` made absolute."""
+    """The triplets of a manifest.jsonl, with `degraded`/`clean`/`reference` (and the `warped`/`warped_mask`
+    lists, where present) made absolute."""
     path = Path(path)
     records = []
     for line in path.read_text().splitlines():
@@ -410,6 +446,9 @@ def read_manifest(path: Path) -> List[dict]:
             record = json.loads(line)
             for key in ("degraded", "clean", "reference"):
                 record[key] = str((path.parent / record[key]).resolve())
+            for key in ("warped", "warped_mask"):
+                if key in record:
+                    record[key] = [str((path.parent / p).resolve()) for p in record[key]]
             records.append(record)
     return records
 
@@ -456,6 +495,7 @@ def curate(config: CurateConfig) -> CurateResult:
     report = {
         "source_scene": str(Path(config.data).resolve()),
         "strategies": list(config.strategies),
+        "warped_references": config.warped_references,
         "num_pairs": len(all_records),
         "pairs_per_strategy": {s: sum(r["strategy"] == s for r in all_records) for s in config.strategies},
         "training_views_used": scene.usable,

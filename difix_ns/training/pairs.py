@@ -1,4 +1,5 @@
-"""Fixer training data: (degraded, clean, reference) triplets from `difix-ns curate` manifests, random crops."""
+"""Fixer training data: (degraded, clean, reference) triplets from `difix-ns curate` manifests, random crops; with
+their depth-warped reference views and masks for fixers that take them."""
 
 from __future__ import annotations
 
@@ -54,8 +55,30 @@ def _load_rgb(path: str) -> Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
+def _load_mask(path: str) -> Tensor:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        array = np.asarray(image.convert("L")) >= 128
+    return torch.from_numpy(array.astype(np.float32))[None]
+
+
+def _load_warped(record: dict, count: int, size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+    """The record's first `count` warped views [K,3,H,W] and masks [K,1,H,W]; missing ones see nothing (zeros)."""
+    rgb, mask = torch.zeros(count, 3, *size), torch.zeros(count, 1, *size)
+    views, masks = record.get("warped") or [], record.get("warped_mask") or []
+    if len(views) != len(masks):
+        raise ValueError(f"triplet {record.get('id')}: {len(views)} warped views but {len(masks)} warped masks")
+    for k, (view, view_mask) in enumerate(zip(views[:count], masks[:count])):
+        rgb[k], mask[k] = _load_rgb(view), _load_mask(view_mask)
+        if rgb[k].shape[-2:] != size or mask[k].shape[-2:] != size:
+            raise ValueError(f"triplet {record.get('id')}: warped view {view} is not {size[0]}x{size[1]}")
+    return rgb, mask
+
+
 class PairDataset(Dataset):
-    """Triplets as tensors: `degraded`, `clean` [3,h,w] and `reference` [1,3,h,w], in [0, 1].
+    """Triplets as tensors: `degraded`, `clean` [3,h,w] and `reference` [1,3,h,w], in [0, 1]; with
+    `warped_references` K > 0 also `warped` [K,3,h,w] and `warped_mask` [K,1,h,w] (1 where valid).
 
     Args:
         records: manifest records (absolute paths, see `load_pairs`).
@@ -64,6 +87,9 @@ class PairDataset(Dataset):
         augment: random horizontal flips (training only).
         cache: keep decoded images in memory; None = only when the manifest's sizes say they fit in
             `cache_limit_gb` (paper-scale sets of ~80k pairs are read from disk each time).
+        warped_references: K depth-warped reference views per item (the record's first K; a record with fewer,
+            or none as in older manifests, gets views that see nothing: zeros with mask 0). Cropped and flipped
+            with the same window as the other images.
     """
 
     def __init__(
@@ -73,39 +99,54 @@ class PairDataset(Dataset):
         augment: bool = False,
         cache: Optional[bool] = None,
         cache_limit_gb: float = 2.0,
+        warped_references: int = 0,
     ) -> None:
+        if warped_references < 0:
+            raise ValueError(f"warped_references must be >= 0, got {warped_references}")
         self.records = list(records)
+        self.warped_references = warped_references
         self.crop_size = crop_size
         self.augment = augment
         if cache is None:
-            nbytes = sum(3 * 3 * 4 * int(r.get("height", 1024)) * int(r.get("width", 1024)) for r in self.records)
+            channels = 3 * 3 + 4 * warped_references
+            nbytes = sum(channels * 4 * int(r.get("height", 1024)) * int(r.get("width", 1024)) for r in self.records)
             cache = nbytes <= cache_limit_gb * 2**30
-        self._cache: Optional[Dict[int, Tuple[Tensor, Tensor, Tensor]]] = {} if cache else None
+        self._cache: Optional[Dict[int, Tuple[Tensor, ...]]] = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def _images(self, index: int) -> Tuple[Tensor, Tensor, Tensor]:
+    def _images(self, index: int) -> Tuple[Tensor, ...]:
+        """degraded, clean, reference (and warped, warped_mask with warped references)."""
         if self._cache is not None and index in self._cache:
             return self._cache[index]
         r = self.records[index]
-        images = (_load_rgb(r["degraded"]), _load_rgb(r["clean"]), _load_rgb(r["reference"]))
+        images: Tuple[Tensor, ...] = (_load_rgb(r["degraded"]), _load_rgb(r["clean"]), _load_rgb(r["reference"]))
         if images[0].shape != images[1].shape:
             raise ValueError(f"triplet {r.get('id')}: degraded {tuple(images[0].shape)} != clean {tuple(images[1].shape)}")
+        if self.warped_references:
+            images += _load_warped(r, self.warped_references, tuple(images[1].shape[-2:]))
         if self._cache is not None:
             self._cache[index] = images
         return images
 
     def __getitem__(self, index: int) -> Dict[str, Tensor]:
-        degraded, clean, reference = self._images(index)
+        degraded, clean, reference, *warped = self._images(index)
         if reference.shape != clean.shape:
             reference = F.interpolate(reference[None], size=clean.shape[-2:], mode="bilinear", antialias=True)[0]
-        stack = torch.stack([degraded, clean, reference])  # [3 images, 3, H, W]
+        k = self.warped_references
+        # every image along the channels: one crop window and one flip for all of them
+        parts = [degraded, clean, reference, *(t.flatten(0, 1) for t in warped)]
+        stack = torch.cat(parts)  # [9 + 3K + K, H, W]
         if self.crop_size is not None:
-            stack = _random_crop(stack, self.crop_size)
+            stack = _random_crop(stack[None], self.crop_size)[0]
         if self.augment and torch.rand(()) < 0.5:
             stack = stack.flip(-1)
-        return {"degraded": stack[0], "clean": stack[1], "reference": stack[2:3]}
+        item = {"degraded": stack[0:3], "clean": stack[3:6], "reference": stack[6:9][None]}
+        if k:
+            item["warped"] = stack[9 : 9 + 3 * k].unflatten(0, (k, 3))
+            item["warped_mask"] = stack[9 + 3 * k :].unflatten(0, (k, 1))
+        return item
 
 
 def _random_crop(stack: Tensor, size: int) -> Tensor:

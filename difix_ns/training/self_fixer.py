@@ -2,7 +2,9 @@
 views, for machines without pretrained diffusion weights (`fixer: self` in difix-splatfacto / difix-nerfacto).
 
 Only training views are used (`difix_ns.data.curate` reads `train_filenames` and nothing else), so evaluation
-images never reach the fixer's training data.
+images never reach the fixer's training data. With `warped_references` K > 0 the NAFNet trains on the inputs it
+gets at run time: each leave-out pair also carries the K nearest remaining training photos of its fold warped into
+the left-out view by that fold's reconstruction depth.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ class SelfFixerConfig:
     """Time budget of the NAFNet training in seconds (None = no limit)."""
     nafnet_width: int = 16
     """NAFNet channels at full resolution."""
+    warped_references: int = 2
+    """Number K of depth-warped reference views the NAFNet takes (curated with each pair from the other training
+    views of its reconstruction); 0 = none."""
     batch_size: int = 4
     """Triplets per step."""
     crop_size: int = 64
@@ -72,6 +77,7 @@ def train_self_fixer(data: Path, out: Path, config: SelfFixerConfig = SelfFixerC
             num_folds=config.num_folds,
             ns_train_args=config.ns_train_args,
             seed=config.seed,
+            warped_references=config.warped_references,
         )
     )
     train = TrainFixerConfig(
@@ -79,6 +85,7 @@ def train_self_fixer(data: Path, out: Path, config: SelfFixerConfig = SelfFixerC
         out=out / "train",
         backend="nafnet",
         nafnet_width=config.nafnet_width,
+        warped_references=config.warped_references,
         steps=config.steps,
         max_seconds=config.max_seconds,
         batch_size=config.batch_size,

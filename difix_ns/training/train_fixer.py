@@ -49,6 +49,9 @@ class TrainFixerConfig:
     """NAFNet: blocks per decoder level."""
     use_reference: bool = False
     """Feed the reference view to the fixer (NAFNet reference input; Difix only if the checkpoint is difix_ref)."""
+    warped_references: int = 0
+    """nafnet: number K of depth-warped reference views (and masks, from the manifest's `warped` lists) the
+    NAFNet takes as input; triplets with fewer get views that see nothing. 0 = none."""
     zero_init_residual: bool = True
     """NAFNet from scratch: zero-initialise the last conv so the untrained fixer is the identity."""
     unet: Literal["full", "lora", "frozen"] = "full"
@@ -109,6 +112,13 @@ class TrainFixerConfig:
             raise ValueError("backend=difix fine-tunes an existing model: set init_checkpoint (folder or hub id)")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
+        if self.warped_references < 0:
+            raise ValueError(f"warped_references must be >= 0, got {self.warped_references}")
+        if self.warped_references > 0 and self.backend != "nafnet":
+            raise ValueError(
+                f"warped_references={self.warped_references} needs backend=nafnet (the only back-end with warped "
+                f"inputs), got backend={self.backend!r}"
+            )
 
     def main(self) -> None:
         """Train and report where the fixer went."""
@@ -135,6 +145,11 @@ def _build_fixer(config: TrainFixerConfig) -> Tuple[Any, List[Any]]:
 
         if config.init_checkpoint is not None:
             fixer = NAFNetFixer.from_pretrained(config.init_checkpoint)
+            if fixer.warped_references != config.warped_references:
+                raise ValueError(
+                    f"init_checkpoint {config.init_checkpoint!r} takes warped_references={fixer.warped_references}, "
+                    f"but warped_references={config.warped_references} was asked for"
+                )
         else:
             net = NAFNet(
                 width=config.nafnet_width,
@@ -142,6 +157,7 @@ def _build_fixer(config: TrainFixerConfig) -> Tuple[Any, List[Any]]:
                 middle_blk_num=config.nafnet_middle_blocks,
                 dec_blk_nums=tuple(config.nafnet_dec_blocks),
                 use_reference=config.use_reference,
+                warped_references=config.warped_references,
             )
             if config.zero_init_residual:
                 # start as the identity (NAFNet adds its output to the input): training can only move away from
@@ -214,12 +230,17 @@ def _batches(loader: Any):
         epoch += 1
 
 
-def _fix_args(batch: Dict[str, Any], use_reference: bool) -> Tuple[Any, Any]:
-    return batch["degraded"], batch["reference"] if use_reference else None
+def _fix_args(batch: Dict[str, Any], use_reference: bool) -> Tuple[Any, Any, Any]:
+    """The fixer's (images, refs, warped) of a batch (warped: a WarpedViews when the batch holds warped views)."""
+    from difix_ns.fixers.base import WarpedViews
+
+    warped = WarpedViews(batch["warped"], batch["warped_mask"]) if "warped" in batch else None
+    return batch["degraded"], batch["reference"] if use_reference else None, warped
 
 
 def validate_fixer(fixer: Any, dataset: Any, use_reference: bool, device: Any) -> Dict[str, float]:
-    """Mean PSNR/SSIM of fixed vs clean, and of degraded vs clean (the baseline), over full validation images."""
+    """Mean PSNR/SSIM of fixed vs clean, and of degraded vs clean (the baseline), over full validation images
+    (with their warped references when the dataset has them)."""
     import torch
 
     from difix_ns.metrics import psnr
@@ -230,10 +251,10 @@ def validate_fixer(fixer: Any, dataset: Any, use_reference: bool, device: Any) -
     fixer.eval()
     with torch.no_grad():
         for i in range(len(dataset)):
-            item = dataset[i]
-            degraded, clean = item["degraded"][None].to(device), item["clean"][None].to(device)
-            refs = item["reference"][None].to(device) if use_reference else None
-            fixed = fixer(degraded, refs).clamp(0, 1)
+            item = {k: v[None].to(device) for k, v in dataset[i].items()}
+            degraded, refs, warped = _fix_args(item, use_reference)
+            clean = item["clean"]
+            fixed = fixer(degraded, refs, warped).clamp(0, 1)
             sums["psnr"] += psnr(fixed, clean)
             sums["ssim"] += float(ssim(fixed, clean).mean())
             sums["psnr_degraded"] += psnr(degraded, clean)
@@ -292,7 +313,9 @@ def _setup_session(config: TrainFixerConfig, out: Path) -> _Session:
         config.perceptual, config.lpips_weight, config.gram_weight, config.gram_warmup_steps, config.ssim_weight
     ).to(accelerator.device)
     optimizer = torch.optim.AdamW(params, lr=_default_lr(config), weight_decay=config.weight_decay)
-    train_set = PairDataset(train_records, crop_size=config.crop_size, augment=True)
+    train_set = PairDataset(
+        train_records, crop_size=config.crop_size, augment=True, warped_references=config.warped_references
+    )
     loader = DataLoader(
         train_set,
         batch_size=config.batch_size,
@@ -303,7 +326,8 @@ def _setup_session(config: TrainFixerConfig, out: Path) -> _Session:
     use_reference = config.use_reference and fixer.supports_refs
     model, optimizer, loader = accelerator.prepare(fixer, optimizer, loader)
     return _Session(
-        config, out, accelerator, model, params, optimizer, loader, loss_fn, PairDataset(val_records),
+        config, out, accelerator, model, params, optimizer, loader, loss_fn,
+        PairDataset(val_records, warped_references=config.warped_references),
         use_reference, len(train_records), len(val_records),
     )  # fmt: skip
 
@@ -346,9 +370,9 @@ def _train_step(session: _Session, batch: Dict[str, Any], step: int) -> Tuple[An
     import torch
 
     accelerator = session.accelerator
-    degraded, refs = _fix_args(batch, session.use_reference)
+    degraded, refs, warped = _fix_args(batch, session.use_reference)
     with accelerator.autocast():
-        pred = session.model(degraded, refs)
+        pred = session.model(degraded, refs, warped)
         loss, terms = session.loss_fn(pred, batch["clean"], step)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"train-fixer: non-finite loss at step {step}: { {k: float(v) for k, v in terms.items()} }")
@@ -421,6 +445,7 @@ def _export(session: _Session, result: Dict[str, Any], start: float) -> Path:
             "distributed_backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
             "train_pairs": session.num_train,
             "val_pairs": session.num_val,
+            "warped_references": session.config.warped_references,
             "validation": result["validation"],
             "history": result["history"],
             "fixer": str(fixer_dir),
