@@ -27,7 +27,17 @@ class BenchmarkConfig:
     """Measure every method side by side on a sparse-view split and write tables and figures."""
 
     data: Optional[Path] = None
-    """A nerfstudio dataset (transforms.json + images); default: synthetic scenes of `seeds`."""
+    """A scene as users have it: a nerfstudio / instant-ngp dataset (transforms.json + images) or a COLMAP folder
+    (sparse/0 + images/, read by nerfstudio's colmap_to_json); never written to. Default: synthetic scenes of
+    `seeds`."""
+    downscale: int = 1
+    """Shrink the --data scene's images this many times (undistorted too, where its cameras have distortion) into
+    <out>/scenes/<name>/, intrinsics scaled to match: every method trains and is scored at that size."""
+    covis: bool = True
+    """Estimate co-visibility masks of a --data scene (masked metrics mpsnr / mssim): a splatfacto trained for
+    --covis-iters steps on every view gives rendered depth (an estimate; synthetic scenes have exact masks)."""
+    covis_iters: int = 500
+    """Training steps of the geometry splatfacto behind the estimated co-visibility masks."""
     seeds: Tuple[int, ...] = (0, 1, 2)
     """Seeds of the synthetic scenes (used when --data is not given)."""
     resolution: int = 96
@@ -67,11 +77,23 @@ def _check(config: BenchmarkConfig) -> None:
         raise ValueError(f"iters must be >= 1, got {config.iters}")
     if config.data is None and not config.seeds:
         raise ValueError("give --data or at least one synthetic seed")
+    if isinstance(config.downscale, bool) or not isinstance(config.downscale, int) or config.downscale < 1:
+        raise ValueError(f"downscale must be an integer >= 1, got {config.downscale!r}")
+    if config.covis_iters < 1:
+        raise ValueError(f"covis_iters must be >= 1, got {config.covis_iters}")
 
 
 def _scenes(config: BenchmarkConfig) -> List[Tuple[str, Path]]:
-    if config.data is not None:
-        return [(Path(config.data).resolve().name, Path(config.data))]
+    if config.data is not None:  # the user's scene as a dataset of ours under <out>/scenes (scene_io.derive_scene)
+        from difix_ns.data.scene_io import derive_scene
+
+        source = Path(config.data).resolve()
+        name = source.parent.name if source.is_file() else source.name
+        if (source / "synth_meta.json").is_file():  # a `difix-ns synth` scene, read as it is (exact masks)
+            if config.downscale != 1:
+                raise ValueError("--downscale is for captured scenes; make a synthetic scene with --resolution")
+            return [(name, source)]
+        return [(name, derive_scene(source, Path(config.out) / "scenes" / name, config.downscale))]
     from difix_ns.data.synth import SynthConfig, make_synthetic_scene
 
     scenes = []
@@ -238,10 +260,21 @@ def _run_scene(
     from difix_ns.benchmark.split import write_split_dataset
 
     split_folder = write_split_dataset(source, meta, split, Path(config.out) / "splits" / scene)
+    covis = {"estimated": False, "note": "no co-visibility masks (--covis off)"}
     if (Path(source) / "synth_meta.json").is_file():  # exact co-visibility masks of this split: mpsnr / mssim
         from difix_ns.data.synth import write_split_covisibility
 
         write_split_covisibility(Path(source), split.train, split.eval, split_folder)
+        covis = {"estimated": False, "note": "exact co-visibility masks (synthetic scene)"}
+    elif config.covis:  # a real scene: masks estimated from a geometry splatfacto's rendered depth
+        from difix_ns.benchmark.split import estimate_split_covisibility
+
+        CONSOLE.rule(f"[bold]{scene}: co-visibility masks from rendered depth ({config.covis_iters} splatfacto steps)")
+        covis = estimate_split_covisibility(
+            source, meta, split, split_folder, Path(config.out) / "covis" / scene, config.covis_iters
+        )
+        CONSOLE.print(f"{scene}: masks in {split_folder / 'covis'}, {covis['seconds']:.0f} s, "
+                      f"{100 * covis['coverage']:.0f} % of the eval pixels co-visible")
     runs_dir = Path(config.out) / "runs" / scene
     fixer_model, fixer_seconds, runs = config.fixer_model, 0.0, []
     for recipe in recipes:
@@ -273,7 +306,7 @@ def _run_scene(
             }
         )
     _grid(config, scene, split, runs_dir, recipes)
-    return {"name": scene, "split": split.to_dict()}, runs
+    return {"name": scene, "split": split.to_dict(), "covisibility": covis}, runs
 
 
 def _write_reports(config: BenchmarkConfig, results: dict, recipes, fid: Dict[str, object]) -> None:
@@ -294,6 +327,9 @@ def _write_reports(config: BenchmarkConfig, results: dict, recipes, fid: Dict[st
         "(the scene's `self` fixer, trained once on the training views and shared by its difix runs). "
         f"Written by `difix-ns benchmark` from the runs under {out / 'runs'}.\n\n"
     )
+    notes = [f"{s['name']}: {s['covisibility']['note']}" for s in results["scenes"] if "covisibility" in s]
+    if any(s.get("covisibility", {}).get("estimated") for s in results["scenes"]):
+        header += "Masked metrics (mpsnr, mssim): " + "; ".join(notes) + ".\n\n"
     pairs = [(r.name, r.baseline) for r in recipes if r.baseline in config.methods]
     gains_md = ""
     if pairs:

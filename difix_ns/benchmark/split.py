@@ -16,7 +16,14 @@ import torch
 
 from difix_ns.progressive.poses import camera_spacing, nearest_views
 
-__all__ = ["DISTANCE_BINS", "Split", "choose_split", "write_split_dataset"]
+__all__ = [
+    "COVIS_ESTIMATE_NOTE",
+    "DISTANCE_BINS",
+    "Split",
+    "choose_split",
+    "estimate_split_covisibility",
+    "write_split_dataset",
+]
 
 DISTANCE_BINS = ("near", "mid", "far")
 """Evaluation views by pose distance d to the nearest training view, in units of the training cameras' median
@@ -98,3 +105,109 @@ def write_split_dataset(data: Path, meta: dict, split: Split, out: Path) -> Path
     write_derived_dataset(data, meta, out, split.train, split.eval)
     (Path(out) / "split.json").write_text(json.dumps(split.to_dict(), indent=1))
     return Path(out)
+
+
+COVIS_ESTIMATE_NOTE = (
+    "co-visibility masks of this real scene are an estimate: z-depth rendered by a splatfacto trained briefly on "
+    "every view of the scene (geometry only; the masks are the same for every method), warped with "
+    "difix_ns.geometry.covisibility_mask; pixels whose render has accumulation < 0.5 count as unseen"
+)
+"""What the estimated masks are (kept in results.json and results.md)."""
+
+
+def estimate_split_covisibility(
+    scene: Path, meta: dict, split: Split, split_folder: Path, work: Path, iterations: int = 500, min_alpha: float = 0.5
+) -> dict:
+    """Estimated co-visibility masks of the split's evaluation views (DyCheck's masks, for real scenes without
+    exact geometry), written to `split_folder/covis/<name>.png` as `difix-ns synth` writes exact ones.
+
+    A splatfacto (difix-splatfacto with the fixer off, the benchmark's `splatfacto` recipe) is trained through
+    `ns-train` for `iterations` steps on *every* view of the scene `scene` (transforms.json `meta`) in `work`; it
+    only supplies geometry, the same for every method (DyCheck's masks likewise use the evaluation images). Its
+    z-depth of every view (`depth`, gsplat's expected depth; pixels with accumulation < `min_alpha` count as no
+    surface) goes into `difix_ns.geometry.covisibility_mask` with the split's training views as references.
+    Returns {"estimated": True, "note", "iterations", "train_seconds", "mask_seconds", "seconds", "coverage"
+    (mean fraction of co-visible pixels)}; a rerun whose `work/covis.json` exists reuses the masks."""
+    import time
+
+    from difix_ns.data.scene_io import write_derived_dataset
+
+    work, split_folder = Path(work), Path(split_folder)
+    record = work / "covis.json"
+    masks = [split_folder / "covis" / f"{Path(name).stem}.png" for name in split.eval]
+    if record.is_file() and all(path.is_file() for path in masks):
+        return json.loads(record.read_text())
+    if iterations < 1:
+        raise ValueError(f"the geometry model needs iterations >= 1, got {iterations}")
+    start = time.perf_counter()
+    every = [str(f["file_path"]) for f in meta["frames"]]
+    geometry_data = write_derived_dataset(scene, meta, work / "data", every, split.eval)
+    trained = _train_geometry(geometry_data, work, iterations)
+    trained_at = time.perf_counter()
+    depth, c2w, K = _render_depths(trained, min_alpha)
+    coverage = _write_masks(split, depth, c2w, K, split_folder / "covis")
+    end = time.perf_counter()
+    result = {
+        "estimated": True,
+        "note": COVIS_ESTIMATE_NOTE,
+        "iterations": iterations,
+        "train_seconds": trained_at - start,
+        "mask_seconds": end - trained_at,
+        "seconds": end - start,
+        "coverage": coverage,
+    }
+    record.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _train_geometry(data: Path, work: Path, iterations: int) -> Path:
+    """config.yml of the geometry splatfacto (the benchmark's `splatfacto` recipe and budget)."""
+    from difix_ns.benchmark.methods import METHODS, budget_args
+    from difix_ns.runner import run_ns_train
+
+    config = work / "geometry" / "difix-splatfacto" / "run" / "config.yml"
+    if config.is_file() and any((config.parent / "nerfstudio_models").glob("*.ckpt")):
+        return config
+    recipe = METHODS["splatfacto"]
+    args = budget_args(recipe, iterations, cpu=not torch.cuda.is_available()) + list(recipe.args)
+    return run_ns_train(recipe.method, data, work, "geometry", args, echo=False).config_path
+
+
+@torch.no_grad()
+def _render_depths(config: Path, min_alpha: float):
+    """file name -> z-depth [H, W] (0 where accumulation < min_alpha), c2w [3, 4], K [3, 3] of every training
+    view of the geometry run, in its own (dataparser) world frame."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, pipeline, _, _ = eval_setup(Path(config), test_mode="test")
+    pipeline.eval()
+    dataset = pipeline.datamanager.train_dataset
+    cameras = dataset.cameras.to(pipeline.device)
+    depth, c2w, K = {}, {}, {}
+    for i, filename in enumerate(dataset.image_filenames):
+        outputs = pipeline.model.get_outputs_for_camera(cameras[i : i + 1])
+        z = outputs["depth"][..., 0].float().cpu()
+        depth[Path(filename).name] = torch.where(outputs["accumulation"][..., 0].cpu() >= min_alpha, z, torch.zeros_like(z))
+        c2w[Path(filename).name] = cameras.camera_to_worlds[i].float().cpu()
+        K[Path(filename).name] = cameras.get_intrinsics_matrices()[i].float().cpu()
+    return depth, c2w, K
+
+
+def _write_masks(split: Split, depth, c2w, K, folder: Path) -> float:
+    """The masks as 8-bit PNGs (255 co-visible); the mean co-visible fraction."""
+    import numpy as np
+    from PIL import Image
+
+    from difix_ns.geometry.warp import covisibility_mask
+
+    train = [Path(n).name for n in split.train]
+    train_depth = torch.stack([depth[n] for n in train])
+    train_c2w, train_K = torch.stack([c2w[n] for n in train]), torch.stack([K[n] for n in train])
+    folder.mkdir(parents=True, exist_ok=True)
+    fractions = []
+    for name in split.eval:
+        key = Path(name).name
+        mask = covisibility_mask(depth[key], c2w[key], K[key], train_depth, train_c2w, train_K)
+        Image.fromarray(mask.numpy().astype(np.uint8) * 255).save(folder / f"{Path(name).stem}.png")
+        fractions.append(float(mask.float().mean()))
+    return float(np.mean(fractions))

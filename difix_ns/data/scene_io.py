@@ -2,7 +2,12 @@
 
 Accepted forms: nerfstudio's `transforms.json` (per-dataset or per-frame intrinsics, optional `train_filenames` /
 `val_filenames` / `test_filenames`, `ply_file_path`) and instant-ngp's (`camera_angle_x` instead of focal lengths,
-`file_path` without its extension). COLMAP folders go through nerfstudio's own parser (`ns-process-data`).
+`file_path` without its extension). COLMAP folders (`sparse/0` + `images/`) go through nerfstudio's own converter
+(`colmap_to_json`, what `ns-process-data` runs), written into a folder of ours (`colmap_scene`).
+
+`derive_scene` turns any of these into a dataset folder of ours that every method reads the same way: images
+downscaled (`downscale`) and undistorted where the cameras have distortion, as files of the derived folder, with
+pinhole intrinsics that match them; unchanged images stay symlinks to the source.
 
 A derived dataset (a sparse split, a leave-out fold) is a folder with symlinks to the source's images (and their
 `images_N` copies, masks, depth maps and point cloud) and a transforms.json with an explicit split; it never writes
@@ -11,6 +16,8 @@ into the source folder, and every link lies inside the derived folder, so derive
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import shutil
@@ -22,13 +29,16 @@ import numpy as np
 
 __all__ = [
     "SceneViews",
+    "colmap_scene",
     "default_split",
+    "derive_scene",
     "frame_poses",
     "image_file",
     "image_problem",
     "load_transforms",
     "read_training_views",
     "read_transforms",
+    "scene_format",
     "write_derived_dataset",
 ]
 
@@ -238,5 +248,186 @@ def write_derived_dataset(
     derived["val_filenames"] = derived["test_filenames"] = [frames[n]["file_path"] for n in test]
     tmp = folder / "transforms.json.tmp"
     tmp.write_text(json.dumps(derived, indent=2) + "\n")
+    tmp.replace(folder / "transforms.json")
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------ user scenes
+
+_COLMAP_MODELS = ("sparse/0", "colmap/sparse/0", "sparse")
+"""Where a COLMAP model may lie in a dataset folder: `colmap` + `ns-process-data` layouts, then a bare `sparse/`."""
+_INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
+_DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+_STALE_KEYS = ("camera_angle_x", "camera_angle_y", "camera_model", "is_fisheye", "distortion_params", *_DISTORTION_KEYS)
+
+
+def scene_format(data: Path) -> str:
+    """'transforms' (a nerfstudio / instant-ngp transforms.json) or 'colmap' (a COLMAP model + `images/`);
+    ValueError naming what a dataset folder needs otherwise."""
+    data = Path(data)
+    if (data / "transforms.json").is_file() or data.is_file():
+        return "transforms"
+    if any((data / model / "cameras.bin").is_file() for model in _COLMAP_MODELS):
+        if not (data / "images").is_dir():
+            raise ValueError(f"{data} has a COLMAP model but no images/ folder next to it")
+        return "colmap"
+    raise ValueError(
+        f"{data} is neither a nerfstudio dataset (transforms.json) nor a COLMAP folder (sparse/0/cameras.bin, "
+        "images.bin and images/)"
+    )
+
+
+def colmap_scene(data: Path, folder: Path) -> Tuple[Path, dict]:
+    """The COLMAP folder `data` (model in `sparse/0`, `colmap/sparse/0` or `sparse`; images in `images/`) as a
+    transforms.json, converted by nerfstudio's `colmap_to_json` (its poses, world orientation and `sparse_pc.ply`,
+    as `ns-process-data` makes them) into `folder`, never into `data`. Returns (the root its `./images/...` paths
+    are relative to, i.e. `data`; the transforms.json object, whose `ply_file_path` is absolute, in `folder`)."""
+    from nerfstudio.process_data.colmap_utils import colmap_to_json
+
+    data, folder = Path(data), Path(folder)
+    model = next(data / m for m in _COLMAP_MODELS if (data / m / "cameras.bin").is_file())
+    folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints every camera of a multi-camera model
+        colmap_to_json(model, folder)  # writes folder/transforms.json and folder/sparse_pc.ply
+    meta = load_transforms(folder / "transforms.json")
+    meta["ply_file_path"] = str((folder / meta["ply_file_path"]).resolve())
+    return data, meta
+
+
+def _frame_intrinsics(meta: dict, frame: dict, image_size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+    """(3x3 K in nerfstudio's pixel convention, OpenCV distortion k1 k2 p1 p2 k3) of one frame, per-frame values
+    over the dataset's, instant-ngp's `camera_angle_x` when there are no focal lengths."""
+
+    def get(key: str, default=None):
+        return frame.get(key, meta.get(key, default))
+
+    w, h = image_size
+    if get("fl_x") is None:
+        if get("camera_angle_x") is None:
+            raise ValueError(f"frame {frame['file_path']!r} has neither fl_x nor camera_angle_x")
+        fx = 0.5 * w / math.tan(0.5 * float(get("camera_angle_x")))
+        fy = 0.5 * h / math.tan(0.5 * float(get("camera_angle_y"))) if get("camera_angle_y") is not None else fx
+    else:
+        fx = float(get("fl_x"))
+        fy = float(get("fl_y", fx))
+    if get("is_fisheye", False) or str(get("camera_model", "")).upper() in ("OPENCV_FISHEYE", "FISHEYE"):
+        raise ValueError(f"frame {frame['file_path']!r}: fisheye cameras are not supported by derive_scene")
+    if get("distortion_params") is not None:
+        k1, k2, k3, k4, p1, p2 = (float(x) for x in get("distortion_params"))
+    else:
+        k1, k2, k3, k4, p1, p2 = (float(get(k, 0.0)) for k in ("k1", "k2", "k3", "k4", "p1", "p2"))
+    if k4 != 0.0:
+        raise ValueError(f"frame {frame['file_path']!r}: k4 is only used by fisheye models, not supported")
+    K = np.array([[fx, 0.0, float(get("cx", w / 2))], [0.0, fy, float(get("cy", h / 2))], [0.0, 0.0, 1.0]])
+    return K, np.array([k1, k2, p1, p2, k3])
+
+
+def _undistort(image: np.ndarray, K: np.ndarray, dist: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The pinhole image (same size) and its K: OpenCV's `alpha=0` camera (every pixel sees the source image), as
+    nerfstudio's full-image datamanager undistorts (principal point shifted by 0.5 px for OpenCV's pixel corners),
+    without its crop (every view keeps the source's size)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    K_cv = K.copy()
+    K_cv[:2, 2] -= 0.5
+    new_K, _ = cv2.getOptimalNewCameraMatrix(K_cv, dist, (w, h), 0)
+    map_x, map_y = cv2.initUndistortRectifyMap(K_cv, dist, None, new_K, (w, h), cv2.CV_32FC1)
+    # alpha=0 is OpenCV's approximation: the outermost pixel rows may fall just outside, repeat the edge there
+    out = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    new_K = np.asarray(new_K, dtype=np.float64).copy()
+    new_K[:2, 2] += 0.5
+    return out, new_K
+
+
+def _processed_frame(root: Path, meta: dict, frame: dict, folder: Path, downscale: int) -> dict:
+    """One frame's image undistorted (if its camera has distortion) and shrunk `downscale` times (sizes rounded,
+    intrinsics scaled by the exact size ratio of each axis), saved as PNG in `folder`; the frame with its new path
+    and pinhole intrinsics (`fl_x fl_y cx cy w h`)."""
+    from PIL import Image
+
+    name = str(frame["file_path"])
+    for key in ("mask_path", "depth_file_path"):
+        if frame.get(key) is not None:
+            raise ValueError(f"frame {name!r} has a {key}: downscaling or undistorting it is not supported")
+    source = image_file(root, name)
+    with Image.open(source) as opened:
+        image = np.asarray(opened.convert("RGBA" if opened.mode in ("RGBA", "LA", "P") else "RGB"))
+    h, w = image.shape[:2]
+    K, dist = _frame_intrinsics(meta, frame, (w, h))
+    if np.any(dist != 0):
+        image, K = _undistort(image, K, dist)
+    new_w, new_h = max(1, round(w / downscale)), max(1, round(h / downscale))
+    if (new_w, new_h) != (w, h):
+        image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.LANCZOS))
+    sx, sy = new_w / w, new_h / h
+    inside = str(Path(_inside(str(Path(name).with_name(source.name)))).with_suffix(".png"))
+    (folder / inside).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(folder / inside)
+    frame = {k: v for k, v in frame.items() if k not in _STALE_KEYS and k not in _INTRINSIC_KEYS}
+    intrinsics = {"fl_x": K[0, 0] * sx, "fl_y": K[1, 1] * sy, "cx": K[0, 2] * sx, "cy": K[1, 2] * sy}
+    return {**frame, "file_path": inside, **{k: float(v) for k, v in intrinsics.items()}, "w": new_w, "h": new_h}
+
+
+def _has_distortion(meta: dict) -> bool:
+    for item in [meta, *meta["frames"]]:
+        if any(float(item.get(k, 0.0)) != 0.0 for k in _DISTORTION_KEYS):
+            return True
+        if item.get("distortion_params") is not None and np.any(np.asarray(item["distortion_params"]) != 0):
+            return True
+    return False
+
+
+def derive_scene(data: Path, folder: Path, downscale: int = 1) -> Path:
+    """The user's scene `data` (a transforms.json dataset or a COLMAP folder) as a dataset folder `folder` that
+    every method reads alike, never writing into `data`:
+
+    - COLMAP: converted by nerfstudio's `colmap_to_json` (`colmap_scene`);
+    - `downscale` > 1, or cameras with distortion: every image undistorted (OpenCV, as nerfstudio's full-image
+      datamanager does) and shrunk to round(W / downscale) x round(H / downscale), saved as PNG in `folder`, with
+      per-frame pinhole intrinsics scaled to it (hoisted to the top when all frames share them);
+    - otherwise: images symlinked (`write_derived_dataset` with the dataset's own split).
+    Explicit `train_filenames` / `val_filenames` / `test_filenames` follow their frames' new paths. Returns
+    `folder`, which holds transforms.json (and `sparse_pc.ply` for COLMAP)."""
+    data, folder = Path(data), Path(folder)
+    if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
+        raise ValueError(f"downscale must be an integer >= 1, got {downscale!r}")
+    source_dir = (data.parent if data.is_file() else data).resolve()
+    if folder.resolve() == source_dir or source_dir in folder.resolve().parents:
+        raise ValueError(f"the derived scene {folder} must lie outside the dataset folder {source_dir}")
+    if scene_format(data) == "colmap":
+        root, meta = colmap_scene(data, folder)
+    else:
+        root, meta = (data.parent if data.is_file() else data), read_transforms(data)
+    ply = meta.pop("ply_file_path", None)
+    ply_source = Path(root) / ply if ply is not None and (Path(root) / ply).is_file() else None
+    lists = {k: [str(n) for n in meta[k]] for k in _SPLIT_KEYS if k in meta}
+    if downscale == 1 and not _has_distortion(meta):
+        names = [str(f["file_path"]) for f in meta["frames"]]
+        derived = load_transforms(write_derived_dataset(root, meta, folder, names, []) / "transforms.json")
+        for key in _SPLIT_KEYS:  # write_derived_dataset wrote an explicit split: the dataset's own (if any) below
+            derived.pop(key, None)
+        frames = derived["frames"]
+    else:
+        frames = [_processed_frame(root, meta, f, folder, downscale) for f in meta["frames"]]
+        derived = {k: v for k, v in meta.items() if k not in ("frames", *_SPLIT_KEYS, *_STALE_KEYS, *_INTRINSIC_KEYS)}
+        derived["camera_model"] = "PINHOLE"
+        if all({k: f[k] for k in _INTRINSIC_KEYS} == {k: frames[0][k] for k in _INTRINSIC_KEYS} for f in frames):
+            derived.update({k: frames[0][k] for k in _INTRINSIC_KEYS})
+            frames = [{k: v for k, v in f.items() if k not in _INTRINSIC_KEYS} for f in frames]
+    renamed = {str(old["file_path"]): new["file_path"] for old, new in zip(meta["frames"], frames)}
+    derived.update({k: [renamed[n] for n in v] for k, v in lists.items()})
+    if ply_source is not None:  # splatfacto's initial points (COLMAP's sparse_pc.ply is already in `folder`)
+        inside = ply_source.name if ply_source.resolve().parent == folder.resolve() else _inside(str(ply))
+        if (folder / inside).resolve() != ply_source.resolve():
+            _link(ply_source, folder / inside)
+        derived["ply_file_path"] = inside
+    derived["frames"] = frames
+    return _write_transforms(folder, derived)
+
+
+def _write_transforms(folder: Path, meta: dict) -> Path:
+    tmp = folder / "transforms.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
     tmp.replace(folder / "transforms.json")
     return folder
