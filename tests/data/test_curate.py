@@ -78,6 +78,25 @@ def test_triplets_have_matching_sizes_and_a_valid_manifest(self_fixer_run, damag
     assert not Path(line["degraded"]).is_absolute(), "manifest paths are relative to its folder"
 
 
+def test_pairs_carry_warped_references_from_their_own_training_views_only(self_fixer_run, damaged_scene):
+    # SelfFixerConfig's default warped_references=2: each pair has 2 training photos of its unit's model warped
+    # into the target (never the target itself, never a left-out view of its fold, never an evaluation view)
+    out, fixer_dir, _ = self_fixer_run
+    records = read_manifest(out / "pairs/manifest.jsonl")
+    meta = json.loads((damaged_scene / "transforms.json").read_text())
+    eval_names = {Path(n).name for n in meta["val_filenames"] + meta["test_filenames"]}
+    for r in records:
+        assert len(r["warped"]) == len(r["warped_mask"]) == len(r["warped_views"]) == 2
+        unit_targets = {Path(x["view"]).name for x in records if x["unit"] == r["unit"]}
+        assert Path(r["view"]).name not in r["warped_views"] and not set(r["warped_views"]) & eval_names
+        if r["strategy"] == "leave-out":
+            assert not set(r["warped_views"]) & unit_targets, "a leave-out pair warps only its fold's training views"
+        for view, mask in zip(r["warped"], r["warped_mask"]):
+            assert Image.open(view).size == Image.open(mask).size == (48, 48)
+            assert set(np.unique(np.asarray(Image.open(mask)))) <= {0, 255}
+    assert json.loads((fixer_dir / "config.json").read_text())["warped_references"] == 2
+
+
 def test_corrupt_and_missing_training_images_are_reported_and_skipped(self_fixer_run):
     out, _, _ = self_fixer_run
     report = json.loads((out / "pairs/report.json").read_text())
