@@ -1,7 +1,9 @@
 """`difix-ns benchmark`: methods side by side at the same budget on a sparse-view split, resumable.
 
 For each scene (a user's dataset, or synthetic scenes of several seeds), the split is written as a derived dataset
-(`splits/<scene>/transforms.json` + `split.json`); each method trains through the real `ns-train`, every evaluation
+(`splits/<scene>/transforms.json` + `split.json`; a user's scene, COLMAP or transforms.json, is first made a dataset
+of ours in `scenes/<scene>/`, downscaled with `--downscale`, and gets co-visibility masks estimated from rendered
+depth, `covis/<scene>/`); each method trains through the real `ns-train`, every evaluation
 view is scored through nerfstudio's loading and metrics, and a run's `result.json` marks it finished, so a rerun
 skips it. Outputs under `--out`: results.json (schema in `report.RESULTS_SCHEMA`), results.md (gains over each
 method's baseline, then the tables), grid_<scene>.png and gains.png.
@@ -93,7 +95,16 @@ def _scenes(config: BenchmarkConfig) -> List[Tuple[str, Path]]:
             if config.downscale != 1:
                 raise ValueError("--downscale is for captured scenes; make a synthetic scene with --resolution")
             return [(name, source)]
-        return [(name, derive_scene(source, Path(config.out) / "scenes" / name, config.downscale))]
+        folder = Path(config.out) / "scenes" / name
+        made = {"source": str(source), "downscale": config.downscale}
+        if (folder / "derived.json").is_file() and json.loads((folder / "derived.json").read_text()) != made:
+            raise ValueError(  # its runs would be resumed at another resolution
+                f"{config.out} holds a benchmark of {json.loads((folder / 'derived.json').read_text())}, not of "
+                f"{made}: choose another --out"
+            )
+        derive_scene(source, folder, config.downscale)
+        (folder / "derived.json").write_text(json.dumps(made))
+        return [(name, folder)]
     from difix_ns.data.synth import SynthConfig, make_synthetic_scene
 
     scenes = []

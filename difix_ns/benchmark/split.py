@@ -127,7 +127,8 @@ def estimate_split_covisibility(
     z-depth of every view (`depth`, gsplat's expected depth; pixels with accumulation < `min_alpha` count as no
     surface) goes into `difix_ns.geometry.covisibility_mask` with the split's training views as references.
     Returns {"estimated": True, "note", "iterations", "train_seconds", "mask_seconds", "seconds", "coverage"
-    (mean fraction of co-visible pixels)}; a rerun whose `work/covis.json` exists reuses the masks."""
+    (mean fraction of co-visible pixels), "train"}; a rerun with the same training views and budget reuses the
+    masks (`work/covis.json`), a finished geometry run is reused too."""
     import time
 
     from difix_ns.data.scene_io import write_derived_dataset
@@ -136,7 +137,9 @@ def estimate_split_covisibility(
     record = work / "covis.json"
     masks = [split_folder / "covis" / f"{Path(name).stem}.png" for name in split.eval]
     if record.is_file() and all(path.is_file() for path in masks):
-        return json.loads(record.read_text())
+        kept = json.loads(record.read_text())
+        if kept.get("train") == list(split.train) and kept.get("iterations") == iterations:
+            return kept
     if iterations < 1:
         raise ValueError(f"the geometry model needs iterations >= 1, got {iterations}")
     start = time.perf_counter()
@@ -155,6 +158,7 @@ def estimate_split_covisibility(
         "mask_seconds": end - trained_at,
         "seconds": end - start,
         "coverage": coverage,
+        "train": list(split.train),
     }
     record.write_text(json.dumps(result, indent=1))
     return result
@@ -165,12 +169,12 @@ def _train_geometry(data: Path, work: Path, iterations: int) -> Path:
     from difix_ns.benchmark.methods import METHODS, budget_args
     from difix_ns.runner import run_ns_train
 
-    config = work / "geometry" / "difix-splatfacto" / "run" / "config.yml"
-    if config.is_file() and any((config.parent / "nerfstudio_models").glob("*.ckpt")):
-        return config
-    recipe = METHODS["splatfacto"]
+    recipe, experiment = METHODS["splatfacto"], f"geometry_{iterations}"
+    config = work / experiment / recipe.method / "run" / "config.yml"
+    if config.is_file() and any((config.parent / "nerfstudio_models").glob(f"step-{iterations - 1:09d}.ckpt")):
+        return config  # finished earlier (same views, same budget)
     args = budget_args(recipe, iterations, cpu=not torch.cuda.is_available()) + list(recipe.args)
-    return run_ns_train(recipe.method, data, work, "geometry", args, echo=False).config_path
+    return run_ns_train(recipe.method, data, work, experiment, args, echo=False).config_path
 
 
 @torch.no_grad()
