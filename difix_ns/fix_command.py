@@ -17,6 +17,11 @@ Documented handling:
   references, default the same file; nerfstudio `transforms.json`, matched by file name) each frame gets the
   nearest reference by translation distance + `rotation_weight` x rotation angle (radians); otherwise, and for
   frames without a pose, the first reference (sorted by name) is used for every frame.
+- Depth-warped references (`--depths` for the frames, `--ref-depths` for the references: z-depth maps
+  `<image stem>.npy` [H, W] in the poses' units, 0 = no surface, as `difix-ns synth` writes them; needs `--ref` and
+  `--poses` with intrinsics): a fixer that takes warped references (a NAFNet with `warped_references` > 0) gets the
+  nearest references warped into each frame by its depth, with an occlusion test against the references' depth.
+  A frame without its depth map gets none (the fixer sees "no valid reference"); other fixers ignore them.
 """
 
 from __future__ import annotations
@@ -64,6 +69,10 @@ class FixCommandConfig:
     """transforms.json with the poses of the references (default: --poses)."""
     rotation_weight: float = 1.0
     """Nearest reference: weight of the rotation angle (radians) against the translation distance."""
+    depths: Optional[Path] = None
+    """Folder of z-depth maps of the input frames (`<stem>.npy`): warps the references into each frame."""
+    ref_depths: Optional[Path] = None
+    """Folder of z-depth maps of the references (`<stem>.npy`); required with --depths."""
     batch_size: int = 4
     """Images per fixer call (same-size images are batched; halved automatically on out-of-memory)."""
     device: str = "auto"

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from difix_ns.fixers.base import resize_refs
+from difix_ns.fixers.base import WarpedViews, resize_refs
 from difix_ns.fixers.config import FixerConfig
-from difix_ns.data.scene_io import frame_poses, read_transforms
+from difix_ns.data.scene_io import frame_cameras, frame_poses, read_transforms
 from difix_ns.fix_command import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FixCommandConfig, FixSummary, nearest_reference
 
 __all__ = ["run"]
@@ -95,14 +95,80 @@ def _assign_references(
     return assignment, notes
 
 
+class _Warper:
+    """Warped references of `--depths`/`--ref-depths`: for a frame, its `count` nearest references (by pose) warped
+    into it by its depth map (`difix_ns.geometry.warp_references`)."""
+
+    def __init__(self, cfg: FixCommandConfig, refs: list[tuple[str, torch.Tensor]], count: int) -> None:
+        if cfg.ref_depths is None or cfg.poses is None or not refs:
+            raise ValueError("--depths needs --ref, --ref-depths and --poses (with the frames' intrinsics)")
+        for folder in (cfg.depths, cfg.ref_depths):
+            if folder is None or not folder.is_dir():
+                raise FileNotFoundError(f"depth folder not found: {folder}")
+        self.cfg, self.refs, self.count = cfg, refs, min(count, len(refs))
+        self.frames = frame_cameras(read_transforms(cfg.poses))
+        ref_cameras = frame_cameras(read_transforms(cfg.ref_poses or cfg.poses))
+        missing = [name for name, _ in refs if name not in ref_cameras and Path(name).stem not in ref_cameras]
+        if missing:
+            raise ValueError(f"references without a pose in the transforms.json: {', '.join(missing[:5])}")
+        self.ref_cameras = [ref_cameras.get(name, ref_cameras.get(Path(name).stem)) for name, _ in refs]
+        self.ref_depth = [self._depth(cfg.ref_depths, name, image.shape[-2:]) for name, image in refs]
+        if any(d is None for d in self.ref_depth):
+            lacking = [refs[i][0] for i, d in enumerate(self.ref_depth) if d is None]
+            raise ValueError(f"references without a depth map in {cfg.ref_depths}: {', '.join(lacking[:5])}")
+
+    @staticmethod
+    def _depth(folder: Path, name: str, size: tuple) -> Optional[torch.Tensor]:
+        path = folder / f"{Path(name).stem}.npy"
+        if not path.is_file():
+            return None
+        depth = torch.from_numpy(np.load(path)).float()
+        if tuple(depth.shape) != tuple(size) or not torch.isfinite(depth).all():
+            raise ValueError(f"depth map {path} must be finite with the image's size {tuple(size)}, got {tuple(depth.shape)}")
+        return depth
+
+    def __call__(self, name: str, size: tuple) -> Optional[WarpedViews]:
+        """The frame's warped references (batch of 1), or None without its pose or depth map."""
+        from difix_ns.geometry.warp import warp_references
+        from difix_ns.progressive.poses import nearest_views
+
+        camera = self.frames.get(name, self.frames.get(Path(name).stem))
+        depth = self._depth(self.cfg.depths, name, size) if camera is not None else None  # type: ignore[arg-type]
+        if camera is None or depth is None:
+            return None
+        ref_c2w = torch.stack([torch.from_numpy(c.c2w[:3]) for c in self.ref_cameras]).float()
+        index = nearest_views(torch.from_numpy(camera.c2w[None, :3]).float(), ref_c2w, self.count,
+                              rotation_weight=self.cfg.rotation_weight)[0][0].tolist()
+        rgb, valid, _ = warp_references(
+            torch.stack([self.refs[i][1] for i in index]),
+            torch.stack([self.ref_depth[i] for i in index]),
+            ref_c2w[index],
+            torch.stack([torch.from_numpy(self.ref_cameras[i].intrinsics_at(self.refs[i][1].shape[-2:])) for i in index]).float(),
+            depth,
+            torch.from_numpy(camera.c2w[:3]).float(),
+            torch.from_numpy(camera.intrinsics_at(size)).float(),
+        )
+        return WarpedViews(rgb[None].clamp(0, 1), valid[None].float())
+
+
 # ------------------------------------------------------------------------------------------------ running
-def _fix_batch(fixer: Any, images: list[torch.Tensor], refs: Optional[list[torch.Tensor]]) -> torch.Tensor:
+def _fix_batch(
+    fixer: Any,
+    images: list[torch.Tensor],
+    refs: Optional[list[torch.Tensor]],
+    warped: Optional[list[Optional[WarpedViews]]] = None,
+) -> torch.Tensor:
     x = torch.stack(images)
     r = None
     if refs is not None:
         size = tuple(x.shape[-2:])
         r = torch.stack([resize_refs(ref[None, None], size)[0] for ref in refs])
-    return fixer.fix(x, r)
+    views = None
+    if warped is not None and fixer.warped_references > 0:
+        h, w = x.shape[-2:]
+        fitted = [(v or WarpedViews.none(1, 1, h, w, x)).with_count(fixer.warped_references) for v in warped]
+        views = WarpedViews(torch.cat([v.rgb for v in fitted]), torch.cat([v.mask for v in fitted]))
+    return fixer.fix(x, r, views)
 
 
 def _check_paths(cfg: FixCommandConfig) -> None:
@@ -142,6 +208,9 @@ def _run_folder(cfg: FixCommandConfig, fixer: Any, refs: list, summary: FixSumma
         raise ValueError(f"input folder {cfg.input} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     assignment, notes = _assign_references(cfg, [p.name for p in files], refs)
     summary.reference_of = {n: refs[i][0] for n, i in assignment.items()}
+    warper = _Warper(cfg, refs, fixer.warped_references) if cfg.depths is not None and fixer.warped_references else None
+    if cfg.depths is not None and warper is None:
+        notes.append(f"--depths ignored: the {cfg.backend} fixer takes no warped references")
     pending: list[tuple[Path, torch.Tensor, Optional[np.ndarray]]] = []
 
     def flush() -> None:
@@ -149,7 +218,8 @@ def _run_folder(cfg: FixCommandConfig, fixer: Any, refs: list, summary: FixSumma
             return
         ref_list = [refs[assignment[p.name]][1] for p, _, _ in pending] if refs else None
         try:
-            out = _fix_batch(fixer, [t for _, t, _ in pending], ref_list).permute(0, 2, 3, 1).cpu().numpy()
+            warped = None if warper is None else [warper(p.name, tuple(t.shape[-2:])) for p, t, _ in pending]
+            out = _fix_batch(fixer, [t for _, t, _ in pending], ref_list, warped).permute(0, 2, 3, 1).cpu().numpy()
         except (ValueError, RuntimeError) as err:
             for p, _, _ in pending:
                 summary.failed[p.name] = f"fixer failed: {err}"

@@ -28,10 +28,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = [
+    "FrameCamera",
     "SceneViews",
     "colmap_scene",
     "default_split",
     "derive_scene",
+    "frame_cameras",
     "frame_poses",
     "image_file",
     "image_problem",
@@ -127,6 +129,41 @@ def frame_poses(meta: dict) -> Dict[str, np.ndarray]:
         poses.setdefault(name, matrix)
         poses.setdefault(Path(name).stem, matrix)
     return poses
+
+
+@dataclass(frozen=True)
+class FrameCamera:
+    """Pose and pinhole intrinsics of one frame as transforms.json states them (distortion left out)."""
+
+    c2w: np.ndarray
+    """4x4 camera-to-world matrix (float64, OpenGL camera axes as nerfstudio)."""
+    K: np.ndarray
+    """3x3 intrinsics in pixels at `size`."""
+    size: Tuple[int, int]
+    """(H, W) of the camera the intrinsics belong to."""
+
+    def intrinsics_at(self, size: Sequence[int]) -> np.ndarray:
+        """The intrinsics for an image of `size` = (H, W) of the same camera (a render at another resolution)."""
+        K = self.K.copy()
+        K[0] *= size[1] / self.size[1]
+        K[1] *= size[0] / self.size[0]
+        return K
+
+
+def frame_cameras(meta: dict) -> Dict[str, FrameCamera]:
+    """Frame name -> its `FrameCamera`, keyed by file name and by its stem (like `frame_poses`). The image size
+    comes from the frame's or the file's `w`/`h`."""
+    cameras: Dict[str, FrameCamera] = {}
+    for frame in meta["frames"]:
+        width, height = frame.get("w", meta.get("w")), frame.get("h", meta.get("h"))
+        if width is None or height is None:
+            raise ValueError(f"transforms.json states no image size (w, h) for frame {frame['file_path']!r}")
+        K, _ = _frame_intrinsics(meta, frame, (int(width), int(height)))
+        camera = FrameCamera(np.asarray(frame["transform_matrix"], dtype=np.float64), K, (int(height), int(width)))
+        name = Path(str(frame["file_path"])).name
+        cameras.setdefault(name, camera)
+        cameras.setdefault(Path(name).stem, camera)
+    return cameras
 
 
 @dataclass
