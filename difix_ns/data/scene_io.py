@@ -447,6 +447,10 @@ def derive_scene(data: Path, folder: Path, downscale: int = 1) -> Path:
         frames = derived["frames"]
     else:
         frames = [_processed_frame(root, meta, f, folder, downscale) for f in meta["frames"]]
+        paths = [f["file_path"] for f in frames]
+        if len(set(paths)) != len(paths):  # e.g. a.jpg and a.png, both saved as a.png
+            clash = sorted({p for p in paths if paths.count(p) > 1})
+            raise ValueError(f"frames whose images differ only in their extension would share {clash[:3]}")
         derived = {k: v for k, v in meta.items() if k not in ("frames", *_SPLIT_KEYS, *_STALE_KEYS, *_INTRINSIC_KEYS)}
         derived["camera_model"] = "PINHOLE"
         if all({k: f[k] for k in _INTRINSIC_KEYS} == {k: frames[0][k] for k in _INTRINSIC_KEYS} for f in frames):
