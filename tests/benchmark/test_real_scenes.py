@@ -205,15 +205,16 @@ def test_masks_from_depth_follow_what_the_training_views_see(tmp_path):
 
 @pytest.mark.slow
 def test_estimated_masks_come_from_a_short_geometry_run_and_are_reused(colmap_data, tmp_path):
+    """The one ns-train of this file (2 steps on 32x24 images)."""
     folder = derive_scene(colmap_data, tmp_path / "scene", downscale=2)
     meta = read_transforms(folder)
     split = choose_split(meta, train_every=4)
     split_folder = write_split_dataset(folder, meta, split, tmp_path / "split")
-    result = estimate_split_covisibility(folder, meta, split, split_folder, tmp_path / "covis", iterations=4)
+    result = estimate_split_covisibility(folder, meta, split, split_folder, tmp_path / "covis", iterations=2)
     masks = sorted((split_folder / "covis").glob("*.png"))
     assert [m.stem for m in masks] == sorted(Path(n).stem for n in split.eval)
     with Image.open(masks[0]) as mask:
         assert mask.size == (W // 2, H // 2)
     assert result["estimated"] and 0.0 <= result["coverage"] <= 1.0 and result["seconds"] > 0
-    again = estimate_split_covisibility(folder, meta, split, split_folder, tmp_path / "covis", iterations=4)
+    again = estimate_split_covisibility(folder, meta, split, split_folder, tmp_path / "covis", iterations=2)
     assert again == result, "a rerun reuses the masks"
