@@ -95,6 +95,10 @@ class CurateConfig:
     warped_references: int = 0
     """Also store this many nearest training photos warped into each target view by the reconstruction's depth,
     with their masks (for fixers with warped inputs); leave-out, underfit and cross-reference only."""
+    leave_out_own_fractions: Tuple[float, ...] = ()
+    """leave-out: also render each fold's own training views from the checkpoints nearest these fractions of its
+    budget (strategy `leave-out-own`: under-fit renders, and near-perfect ones at 1.0, which teach a fixer to leave
+    good renders alone), without another reconstruction. Empty: none."""
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad option."""
@@ -112,6 +116,8 @@ class CurateConfig:
         bad = [f for f in self.underfit_fractions if not 0.0 < f <= 1.0]
         if bad or not self.underfit_fractions:
             raise ValueError(f"underfit_fractions must be non-empty values in (0, 1], got {self.underfit_fractions}")
+        if any(not 0.0 < f <= 1.0 for f in self.leave_out_own_fractions):
+            raise ValueError(f"leave_out_own_fractions must be values in (0, 1], got {self.leave_out_own_fractions}")
         if not 0.0 < self.compression_keep <= 1.0:
             raise ValueError(f"compression_keep must be in (0, 1], got {self.compression_keep}")
         if not 1 <= self.compression_bits <= 16:
@@ -227,9 +233,14 @@ class _Unit:
     train: Tuple[str, ...]
     targets: Tuple[str, ...]
     fractions: Tuple[float, ...]
+    own_fractions: Tuple[float, ...] = ()
+    """Checkpoint fractions at which the unit's training views are rendered too (leave-out-own pairs)."""
+
+    def all_fractions(self) -> Tuple[float, ...]:
+        return tuple(sorted(set(self.fractions) | set(self.own_fractions)))
 
 
-def _leave_out_units(names: List[str], num_folds: int) -> List[_Unit]:
+def _leave_out_units(names: List[str], num_folds: int, own_fractions: Tuple[float, ...] = ()) -> List[_Unit]:
     if len(names) < 3:
         raise ValueError(f"leave-out needs at least 3 usable training views, got {len(names)}")
     folds = min(num_folds, len(names) - 1)
@@ -237,7 +248,7 @@ def _leave_out_units(names: List[str], num_folds: int) -> List[_Unit]:
     for k in range(folds):
         targets = tuple(names[k::folds])
         train = tuple(n for n in names if n not in targets)
-        units.append(_Unit(f"leave-out-{k}of{folds}", "leave-out", train, targets, (1.0,)))
+        units.append(_Unit(f"leave-out-{k}of{folds}", "leave-out", train, targets, (1.0,), own_fractions))
     return units
 
 
@@ -259,7 +270,7 @@ def _plan(config: CurateConfig, scene: SceneViews, console) -> List[_Unit]:
     units: List[_Unit] = []
     for strategy in config.strategies:
         if strategy == "leave-out":
-            units += _leave_out_units(scene.usable, config.num_folds)
+            units += _leave_out_units(scene.usable, config.num_folds, tuple(config.leave_out_own_fractions))
         elif strategy == "underfit":
             fr = tuple(sorted(set(config.underfit_fractions)))
             units.append(_Unit("underfit", "underfit", tuple(scene.usable), tuple(scene.usable), fr))
@@ -327,8 +338,9 @@ def _load_reference(path: Path, size: Tuple[int, int]) -> np.ndarray:
 def _reconstruct(unit: _Unit, config: CurateConfig, scene: SceneViews, unit_dir: Path) -> Path:
     """The unit's reconstruction (trained unless its last checkpoint exists); returns its config.yml."""
     source = {**scene.meta, "frames": list(scene.frames.values())}
-    dataset = write_derived_dataset(scene.root, source, unit_dir / "dataset", unit.train, unit.targets)
-    wanted = sorted({max(1, int(round(f * config.iterations))) for f in unit.fractions if f < 1.0})
+    rendered = unit.targets + (unit.train if unit.own_fractions else ())
+    dataset = write_derived_dataset(scene.root, source, unit_dir / "dataset", unit.train, rendered)
+    wanted = sorted({max(1, int(round(f * config.iterations))) for f in unit.all_fractions() if f < 1.0})
     every = math.gcd(*wanted) if wanted else config.iterations
     config_path = unit_dir / "run" / "run" / config.method / _TIMESTAMP / "config.yml"
     if config_path.is_file() and config.iterations - 1 in _checkpoint_steps(config_path):
@@ -337,7 +349,9 @@ def _reconstruct(unit: _Unit, config: CurateConfig, scene: SceneViews, unit_dir:
     return train_nerfstudio(dataset, unit_dir / "run", config.method, config.iterations, every, extra, config.seed)
 
 
-def _write_triplet(view, target: str, unit: _Unit, step: int, config: CurateConfig, scene: SceneViews, out: Path) -> dict:
+def _write_triplet(
+    view, target: str, unit: _Unit, step: int, config: CurateConfig, scene: SceneViews, out: Path, strategy: str
+) -> dict:
     """Save one rendered view as a (degraded, clean, reference) triplet; returns its manifest record."""
     from difix_ns.metrics import psnr
 
@@ -361,7 +375,7 @@ def _write_triplet(view, target: str, unit: _Unit, step: int, config: CurateConf
         "view": target,
         "reference_view": ref_name,
         "pose_distance": {"translation": t, "rotation_deg": math.degrees(r), "distance": t + r},
-        "strategy": unit.strategy,
+        "strategy": strategy,
         "source_scene": str(Path(config.data).resolve()),
         "unit": unit.name,
         "step": step,
@@ -378,12 +392,18 @@ def _run_unit(unit: _Unit, config: CurateConfig, scene: SceneViews, out: Path) -
     unit_dir = out / "units" / unit.name
     config_path = _reconstruct(unit, config, scene, unit_dir)
     available = _checkpoint_steps(config_path)
-    steps = sorted({min(available, key=lambda s: abs(s - f * config.iterations)) for f in unit.fractions})
-    by_basename = {Path(n).name: n for n in unit.targets}
-    if len(by_basename) != len(unit.targets):
+
+    def steps_of(fractions: Tuple[float, ...]) -> set:
+        return {min(available, key=lambda s: abs(s - f * config.iterations)) for f in fractions}
+
+    target_steps, own_steps = steps_of(unit.fractions), steps_of(unit.own_fractions)
+    names = unit.targets + (unit.train if unit.own_fractions else ())
+    by_basename = {Path(n).name: n for n in names}
+    if len(by_basename) != len(names):
         raise ValueError(f"unit {unit.name}: target image names are not unique by file name")
+    own = set(unit.train) if unit.own_fractions else set()
     records = []
-    for step in steps:
+    for step in sorted(target_steps | own_steps):
         step_config = _config_at_step(config_path, step)
         if unit.strategy == "compression":
             views = _render_compressed(step_config, config.compression_keep, config.compression_bits)
@@ -393,7 +413,9 @@ def _run_unit(unit: _Unit, config: CurateConfig, scene: SceneViews, out: Path) -
             )
         for view in views:
             target = by_basename.get(view.filename) or by_basename[Path(view.filename).stem]
-            records.append(_write_triplet(view, target, unit, step, config, scene, out))
+            if step in (own_steps if target in own else target_steps):
+                strategy = f"{unit.strategy}-own" if target in own else unit.strategy
+                records.append(_write_triplet(view, target, unit, step, config, scene, out, strategy))
     tmp = unit_dir / "pairs.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
     tmp.replace(unit_dir / "pairs.jsonl")  # written last: marks the unit as done

@@ -28,6 +28,9 @@ class SelfFixerConfig:
     """Iterations of each leave-out reconstruction."""
     num_folds: int = 4
     """Number of leave-out folds (each left out once)."""
+    own_fractions: Tuple[float, ...] = (0.5, 1.0)
+    """Each fold also renders its own training views at these fractions of its iterations (under-fit and
+    near-perfect renders: pairs that teach the fixer to leave good renders alone); empty: leave-out pairs only."""
     ns_train_args: str = ""
     """Extra ns-train options for the reconstructions, one string (e.g. "--pipeline.model.sh-degree 1")."""
     steps: int = 1500
@@ -75,6 +78,7 @@ def train_self_fixer(data: Path, out: Path, config: SelfFixerConfig = SelfFixerC
             method=config.method,
             iterations=config.iterations,
             num_folds=config.num_folds,
+            leave_out_own_fractions=tuple(config.own_fractions),
             ns_train_args=config.ns_train_args,
             seed=config.seed,
             warped_references=config.warped_references,

@@ -65,6 +65,13 @@ def test_triplets_have_matching_sizes_and_a_valid_manifest(self_fixer_run, damag
     assert sorted(r["view"] for r in by_strategy["leave-out"]) == usable, "every usable view left out exactly once"
     assert len(by_strategy["underfit"]) == 3 * len(usable), "3 underfit checkpoints (25/50/75 %) x views"
     assert len({r["step"] for r in by_strategy["underfit"]}) == 3
+    # each fold also renders its own training views at 50 % and 100 % of its budget (SelfFixerConfig default)
+    own = [r for r in records if r["strategy"] == "leave-out-own"]
+    for unit in {r["unit"] for r in by_strategy["leave-out"]}:
+        left_out = {r["view"] for r in by_strategy["leave-out"] if r["unit"] == unit}
+        mine = [r for r in own if r["unit"] == unit]
+        assert {r["view"] for r in mine} == set(usable) - left_out, "a fold's own views are its training views"
+        assert len(mine) == 2 * len(set(usable) - left_out) and len({r["step"] for r in mine}) == 2
     for r in records:
         assert r["source_scene"] == str(damaged_scene.resolve())
         assert r["reference_view"] in usable and r["reference_view"] != r["view"]
@@ -87,7 +94,7 @@ def test_pairs_carry_warped_references_from_their_own_training_views_only(self_f
     eval_names = {Path(n).name for n in meta["val_filenames"] + meta["test_filenames"]}
     for r in records:
         assert len(r["warped"]) == len(r["warped_mask"]) == len(r["warped_views"]) == 2
-        unit_targets = {Path(x["view"]).name for x in records if x["unit"] == r["unit"]}
+        unit_targets = {Path(x["view"]).name for x in records if x["unit"] == r["unit"] and x["strategy"] == "leave-out"}
         assert Path(r["view"]).name not in r["warped_views"] and not set(r["warped_views"]) & eval_names
         if r["strategy"] == "leave-out":
             assert not set(r["warped_views"]) & unit_targets, "a leave-out pair warps only its fold's training views"
