@@ -62,7 +62,7 @@ class BenchmarkConfig:
     """Fixer checkpoint: a folder, or a hub id such as nvidia/difix_ref for --fixer difix."""
     max_grid_views: int = 4
     """Far views shown per scene grid."""
-    self_fixer_seconds: float = 120.0
+    self_fixer_seconds: float = 90.0
     """NAFNet training time of the `self` fixer, per run."""
 
     def main(self) -> None:

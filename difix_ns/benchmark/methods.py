@@ -90,11 +90,12 @@ def budget_args(recipe: MethodRecipe, iterations: int, cpu: bool) -> List[str]:
 
 
 def self_fixer_config(iterations: int, self_fixer_seconds: float):
-    """The `self` fixer of a benchmark run: leave-out reconstructions with the run's own budget (2 folds; curation
-    fits the splatfacto schedule to it), then `self_fixer_seconds` of NAFNet training."""
+    """The `self` fixer of a benchmark run: 2 leave-out reconstructions with half the run's budget (curation fits
+    the splatfacto schedule to it; the full budget made the fixer cost 2.3x the main training), each also rendering
+    its own training views, then `self_fixer_seconds` of NAFNet training."""
     from difix_ns.training.self_fixer import SelfFixerConfig
 
-    return SelfFixerConfig(iterations=iterations, num_folds=2, max_seconds=self_fixer_seconds)
+    return SelfFixerConfig(iterations=max(iterations // 2, 2), num_folds=2, max_seconds=self_fixer_seconds)
 
 
 def fixer_args(backend: str, checkpoint: Optional[str]) -> List[str]:
