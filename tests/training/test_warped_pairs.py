@@ -49,7 +49,7 @@ def warped_manifest(synth_scene, tmp_path_factory) -> Path:
         view = _view(Path(target).name, 48, views, seed=i)
         if views == 0:
             view.warped = view.warped_views = None
-        records.append(_write_triplet(view, target, unit, 3, config, scene, out))
+        records.append(_write_triplet(view, target, unit, 3, config, scene, out, "leave-out"))
     (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return out / "manifest.jsonl"
 
