@@ -177,6 +177,14 @@ class DifixFixingMixin:
         indices = views.nearest(c2w, count)
         return views.warped(indices, c2w, camera.get_intrinsics_matrices()[:1].float().cpu(), depth[None].cpu())
 
+    def _prefetch_reference_depths(self, camera: Cameras, count: int) -> None:
+        """Render (into the training views' cache) the depths `warped_references` will need for `camera`."""
+        views = self.fixing.training_views
+        if count == 0 or views is None or not views.can_warp:
+            return
+        for index in views.nearest(camera.camera_to_worlds.reshape(-1, 3, 4)[:1].float().cpu(), count)[0].tolist():
+            views.depth(index)
+
     def _warped_for(self, fixer: Fixer, camera: Cameras, depth: Optional[Tensor]) -> Optional[WarpedViews]:
         return self.warped_references(camera, depth, fixer.warped_references)
 
@@ -217,7 +225,7 @@ class DifixFixingMixin:
             return outputs
         viewer = _viewer_render_thread()
         depth = self.render_z_depth(outputs, camera)
-        self._warped_for(self.get_fixer(), camera, depth)  # renders missing reference depths while still locked
+        self._prefetch_reference_depths(camera, self.get_fixer().warped_references)  # renders while still locked
         with _released(viewer.viewer.train_lock if viewer is not None else None):  # type: ignore[attr-defined]
             fixed = self.fix_render(outputs["rgb"], camera, depth=depth)
         if viewer is not None:

@@ -129,3 +129,40 @@ def test_metrics_are_reported_raw_and_fixed(model_with_nafnet, trained_splatfact
     assert {"psnr", "ssim", "psnr_fixed", "ssim_fixed"} <= set(metrics)
     assert metrics["psnr"] != metrics["psnr_fixed"]
     assert "img_fixed" in images
+
+
+def test_post_processing_gives_a_warping_fixer_the_nearest_training_views_warped_by_depth(trained_splatfacto):
+    """A fixer that takes warped references gets the model's `warped_references` for the render (the 2 nearest
+    training photos warped by the render's z-depth, occlusion-tested against their own rendered depth); with the
+    reference mode "none" it gets none."""
+    from difix_ns.fixers.base import Fixer
+
+    class Recorder(Fixer):
+        warped_references = 2
+
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("_anchor", torch.zeros(0), persistent=False)
+            self.seen = []
+
+        def _run(self, images, refs, warped=None):
+            self.seen.append(warped)
+            return images.clone()
+
+    model = trained_splatfacto["trainer"].pipeline.model
+    previous, recorder = model.fixing.fixer, Recorder()
+    model.set_fixer(recorder)
+    model.eval()
+    try:
+        camera = _camera(trained_splatfacto)
+        outputs = model.get_outputs_for_camera(camera, postprocess=True)
+        expected = model.warped_references(camera, model.render_z_depth(outputs, camera), 2)
+        seen = recorder.seen[-1]
+        assert seen.rgb.shape == (1, 2, 3, *outputs["rgb"].shape[:2])
+        torch.testing.assert_close(seen.mask, expected.mask)
+        torch.testing.assert_close(seen.rgb, expected.rgb)
+        assert seen.mask.mean() > 0.1, "nearby training views see part of an evaluation view"
+        model.fix_render(outputs["rgb"], camera, reference="none", depth=model.render_z_depth(outputs, camera))
+        assert recorder.seen[-1].mask.sum() == 0  # "none": no references of any kind
+    finally:
+        model.set_fixer(previous)
