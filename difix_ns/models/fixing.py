@@ -90,6 +90,12 @@ class DifixFixingConfig:
     checkbox switches it live)."""
     postprocess_reference: Literal["nearest", "none"] = "nearest"
     """Reference view of post-processing: the nearest training view (by pose distance), or none."""
+    postprocess_blend: Literal["none", "distance"] = "distance"
+    """Post-processing output: (`distance`) the fixed render blended with the raw render by the camera's pose
+    distance to the nearest training view over the training-camera spacing (raw at a training pose, fully fixed
+    from one spacing away; near a training view the render is as good as the reconstruction gets, and a fixer
+    trained on held-out renders over-corrects it), or (`none`) the fixed render as is.
+    `benchmarks/results/postprocess_blend` measures both on the same runs."""
     pseudo_loss_weight: float = 0.3
     """Weight of the loss on pseudo views (pseudo rays in nerfacto), the paper's 0.3."""
 
@@ -121,6 +127,8 @@ class DifixFixingMixin:
         reference = self.config.postprocess_reference
         if reference not in REFERENCE_MODES:
             raise ValueError(f"postprocess_reference must be one of {REFERENCE_MODES}, got {reference!r}")
+        if self.config.postprocess_blend not in ("none", "distance"):
+            raise ValueError(f"postprocess_blend must be none or distance, got {self.config.postprocess_blend!r}")
         self.fixing = FixingState()
         self.viewer_postprocess = ViewerCheckbox(
             "Difix post-processing",
@@ -212,7 +220,21 @@ class DifixFixingMixin:
         start = time.perf_counter()
         fixed = fixer.fix(rgb.detach().float().clamp(0, 1).permute(2, 0, 1)[None], refs, warped)
         self.viewer_fixer_latency.value = round(1000.0 * (time.perf_counter() - start), 1)
-        return fixed[0].permute(1, 2, 0).to(rgb.device, rgb.dtype)
+        fixed = fixed[0].permute(1, 2, 0).to(rgb.device, rgb.dtype)
+        if self.config.postprocess_blend == "distance" and views is not None and len(views) > 1:
+            weight = self._distance_weight(camera)
+            fixed = rgb + weight * (fixed - rgb)
+        return fixed
+
+    def _distance_weight(self, camera: Cameras) -> float:
+        """min(1, distance to the nearest training view / training-camera spacing) (`postprocess_blend`)."""
+        from difix_ns.progressive.poses import camera_spacing, nearest_views
+
+        views = self.fixing.training_views
+        assert views is not None
+        c2w = camera.camera_to_worlds.reshape(-1, 3, 4)[:1].float().cpu()
+        distance = float(nearest_views(c2w, views.poses, 1)[1][0, 0])
+        return min(1.0, distance / max(camera_spacing(views.poses), 1e-9))
 
     @torch.no_grad()
     def get_outputs_for_camera(

@@ -166,3 +166,28 @@ def test_post_processing_gives_a_warping_fixer_the_nearest_training_views_warped
         assert recorder.seen[-1].mask.sum() == 0  # "none": no references of any kind
     finally:
         model.set_fixer(previous)
+
+
+def test_distance_blend_keeps_renders_at_training_poses_and_fixes_far_ones(model_with_nafnet, trained_splatfacto):
+    """postprocess_blend distance (the default): raw render at a training pose, the fixer's output from one
+    training-camera spacing away, in between a mix by the distance."""
+    from difix_ns.progressive.poses import camera_spacing, nearest_views
+
+    model = model_with_nafnet
+    assert model.config.postprocess_blend == "distance"
+    train_camera = trained_splatfacto["trainer"].pipeline.datamanager.train_dataset.cameras[0:1]
+    outputs = model.get_outputs_for_camera(train_camera, postprocess=True)
+    torch.testing.assert_close(outputs["rgb_fixed"], outputs["rgb"])  # distance 0: nothing to fix
+    camera = _camera(trained_splatfacto)
+    views = model.fixing.training_views
+    distance = float(nearest_views(camera.camera_to_worlds[:, :3, :4].float(), views.poses, 1)[1][0, 0])
+    weight = min(1.0, distance / camera_spacing(views.poses))
+    assert 0.0 < weight
+    outputs = model.get_outputs_for_camera(camera, postprocess=True)
+    model.config.postprocess_blend = "none"
+    try:
+        unblended = model.get_outputs_for_camera(camera, postprocess=True)["rgb_fixed"]
+    finally:
+        model.config.postprocess_blend = "distance"
+    expected = outputs["rgb"] + weight * (unblended - outputs["rgb"])
+    torch.testing.assert_close(outputs["rgb_fixed"], expected)
