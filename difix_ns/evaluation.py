@@ -60,12 +60,8 @@ def _warped_views(model, camera, outputs: dict, count: int, name: str) -> Tuple[
             f"warped references need a depth render and training views with intrinsics: {type(model).__name__} "
             f"has depth={depth is not None}, training views that can warp={views is not None and views.can_warp}"
         )
-    c2w = camera.camera_to_worlds.reshape(-1, 3, 4)[:1].float().cpu()
-    nearest = views.nearest(c2w, count + 1)[0].tolist()
-    chosen = [i for i in nearest if views.names[i] != name][:count]
-    intrinsics = camera.get_intrinsics_matrices()[:1].float().cpu()
-    warped = views.warped(torch.tensor([chosen]), c2w, intrinsics, depth[None].cpu())
-    assert warped is not None  # can_warp
+    chosen = model.reference_indices(camera, count, exclude=name)
+    warped = model.warped_references(camera, depth, count, indices=chosen)
     return warped, [views.names[i] for i in chosen]
 
 

@@ -111,7 +111,11 @@ class _Warper:
         missing = [name for name, _ in refs if name not in ref_cameras and Path(name).stem not in ref_cameras]
         if missing:
             raise ValueError(f"references without a pose in the transforms.json: {', '.join(missing[:5])}")
-        self.ref_cameras = [ref_cameras.get(name, ref_cameras.get(Path(name).stem)) for name, _ in refs]
+        cameras = [ref_cameras.get(name, ref_cameras.get(Path(name).stem)) for name, _ in refs]
+        self.ref_c2w = torch.stack([torch.from_numpy(c.c2w[:3]) for c in cameras]).float()
+        self.ref_intrinsics = torch.stack(
+            [torch.from_numpy(c.intrinsics_at(image.shape[-2:])) for c, (_, image) in zip(cameras, refs)]
+        ).float()
         self.ref_depth = [self._depth(cfg.ref_depths, name, image.shape[-2:]) for name, image in refs]
         if any(d is None for d in self.ref_depth):
             lacking = [refs[i][0] for i, d in enumerate(self.ref_depth) if d is None]
@@ -136,14 +140,13 @@ class _Warper:
         depth = self._depth(self.cfg.depths, name, size) if camera is not None else None  # type: ignore[arg-type]
         if camera is None or depth is None:
             return None
-        ref_c2w = torch.stack([torch.from_numpy(c.c2w[:3]) for c in self.ref_cameras]).float()
-        index = nearest_views(torch.from_numpy(camera.c2w[None, :3]).float(), ref_c2w, self.count,
+        index = nearest_views(torch.from_numpy(camera.c2w[None, :3]).float(), self.ref_c2w, self.count,
                               rotation_weight=self.cfg.rotation_weight)[0][0].tolist()
         rgb, valid, _ = warp_references(
             torch.stack([self.refs[i][1] for i in index]),
             torch.stack([self.ref_depth[i] for i in index]),
-            ref_c2w[index],
-            torch.stack([torch.from_numpy(self.ref_cameras[i].intrinsics_at(self.refs[i][1].shape[-2:])) for i in index]).float(),
+            self.ref_c2w[index],
+            self.ref_intrinsics[index],
             depth,
             torch.from_numpy(camera.c2w[:3]).float(),
             torch.from_numpy(camera.intrinsics_at(size)).float(),

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, Literal, Optional, Tuple
+from typing import Dict, Iterator, List, Literal, Optional, Tuple
 
 import torch
 from jaxtyping import Float
@@ -172,26 +172,40 @@ class DifixFixingMixin:
             depth = ray_distance_to_z_depth(depth, camera.get_intrinsics_matrices()[0].to(depth))
         return torch.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0)
 
+    def reference_indices(self, camera: Cameras, count: int, exclude: Optional[str] = None) -> List[int]:
+        """Indices of the `count` training views nearest `camera` (one camera), nearest first, leaving out the one
+        named `exclude` (a training view rendered as a target must not be its own reference)."""
+        views = self.fixing.training_views
+        if count == 0 or views is None:
+            return []
+        c2w = camera.camera_to_worlds.reshape(-1, 3, 4)[:1].float().cpu()
+        nearest = views.nearest(c2w, count + (exclude is not None))[0].tolist()
+        return [i for i in nearest if views.names[i] != exclude][:count]
+
     def warped_references(
-        self, camera: Cameras, depth: Optional[Float[Tensor, "H W"]], count: int
+        self,
+        camera: Cameras,
+        depth: Optional[Float[Tensor, "H W"]],
+        count: int,
+        indices: Optional[List[int]] = None,
     ) -> Optional[WarpedViews]:
-        """The `count` training views nearest `camera` (one camera) warped into it with its render's z-depth
-        (`render_z_depth`); None when `count` is 0, the depth is unknown, or the model has no training views with
-        intrinsics and depth (the pipeline gives them)."""
+        """The `count` training views nearest `camera` (one camera; or the training views `indices`) warped into
+        it with its render's z-depth (`render_z_depth`); None when `count` is 0, the depth is unknown, or the model
+        has no training views with intrinsics and depth (the pipeline gives them)."""
         views = self.fixing.training_views
         if count == 0 or depth is None or views is None or not views.can_warp:
             return None
+        chosen = self.reference_indices(camera, count) if indices is None else indices
         c2w = camera.camera_to_worlds.reshape(-1, 3, 4)[:1].float().cpu()
-        indices = views.nearest(c2w, count)
-        return views.warped(indices, c2w, camera.get_intrinsics_matrices()[:1].float().cpu(), depth[None].cpu())
+        intrinsics = camera.get_intrinsics_matrices()[:1].float().cpu()
+        return views.warped(torch.tensor([chosen]), c2w, intrinsics, depth[None].cpu())
 
     def _prefetch_reference_depths(self, camera: Cameras, count: int) -> None:
         """Render (into the training views' cache) the depths `warped_references` will need for `camera`."""
         views = self.fixing.training_views
-        if count == 0 or views is None or not views.can_warp:
-            return
-        for index in views.nearest(camera.camera_to_worlds.reshape(-1, 3, 4)[:1].float().cpu(), count)[0].tolist():
-            views.depth(index)
+        if views is not None and views.can_warp:
+            for index in self.reference_indices(camera, count):
+                views.depth(index)
 
     def _warped_for(self, fixer: Fixer, camera: Cameras, depth: Optional[Tensor]) -> Optional[WarpedViews]:
         return self.warped_references(camera, depth, fixer.warped_references)
@@ -228,13 +242,13 @@ class DifixFixingMixin:
 
     def _distance_weight(self, camera: Cameras) -> float:
         """min(1, distance to the nearest training view / training-camera spacing) (`postprocess_blend`)."""
-        from difix_ns.progressive.poses import camera_spacing, nearest_views
+        from difix_ns.progressive.poses import nearest_views
 
         views = self.fixing.training_views
         assert views is not None
         c2w = camera.camera_to_worlds.reshape(-1, 3, 4)[:1].float().cpu()
         distance = float(nearest_views(c2w, views.poses, 1)[1][0, 0])
-        return min(1.0, distance / max(camera_spacing(views.poses), 1e-9))
+        return min(1.0, distance / max(views.spacing, 1e-9))  # spacing: computed once per set of views
 
     @torch.no_grad()
     def get_outputs_for_camera(

@@ -6,6 +6,7 @@ real texture from the training photos aligned with the render, where the geometr
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -53,6 +54,13 @@ class TrainingViews:
 
     def __len__(self) -> int:
         return self.poses.shape[0]
+
+    @functools.cached_property
+    def spacing(self) -> float:
+        """Median distance from each training pose to its nearest other one (`camera_spacing`, unit weights)."""
+        from difix_ns.progressive.poses import camera_spacing
+
+        return camera_spacing(self.poses)
 
     def nearest(
         self, poses: Float[Tensor, "M 3 4"], k: int = 1, translation_weight: float = 1.0, rotation_weight: float = 1.0
