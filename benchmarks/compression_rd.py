@@ -1,11 +1,18 @@
-"""Rate-distortion of `difix-ns compress` on one synthetic scene (CPU): size, ratio to the float32 PLY, PSNR/SSIM on
-the held-out views (against the photos and against the uncompressed scene's renders), compress/decompress time.
+"""Rate-distortion of `difix-ns compress`, with artifact-aware restoration (issue 13), on synthetic scenes and the
+real captures (CPU).
 
-One difix-splatfacto run is trained with ns-train (subprocess), read and scored once, then compressed at budgets
-of PLY size / ratio for each `--ratios` value, decompressed into run folders and evaluated through
-`difix_ns.evaluation.evaluate_views` (nerfstudio's own metrics). Writes results.json, report.md and rd.png.
+Per scene: a difix-splatfacto run (fixer stages off) is trained with ns-train on the scene's training views, read
+and scored once, and compressed at budgets of PLY size / each `--ratios` value. Restoration pairs (compressed
+render, uncompressed render at the training cameras and novel cameras between them; `compression.restoration`) are
+written for every scene, and two NAFNet restorers are trained per scene with `train_fixer` (equal time budgets):
+**generic** on the pairs of the *other* scenes only (NiFi's setting; not counted in the rate) and **per-scene**
+on its own pairs (its weight files counted in the rate). Each file is decompressed into a run folder with each
+restorer as its post-processing fixer (`difix-ns decompress --restorer`) and evaluated on the held-out views with
+nerfstudio's metrics (`evaluation.evaluate_views`: `psnr` = compressed, `psnr_fixed` = restored). Writes
+results.json, report.md and rd.png. Work (datasets, runs, files, pairs, restorers) goes to `--work` and is
+reused when it exists, so an interrupted run resumes.
 
-    .venv/bin/python benchmarks/compression_rd.py --iterations 300 --ratios 25 50 100 200
+    .venv/bin/python benchmarks/compression_rd.py --seeds 0 1 --real fruit beer --downscale 12
 """
 
 from __future__ import annotations
@@ -13,11 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
+import sys
 import time
 from pathlib import Path
+from typing import Dict, List
 
 import numpy as np
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -25,110 +35,238 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
-def _evaluate(config_path: Path, reference=None) -> dict:
-    """Mean metrics of a run's held-out views; PSNR to `reference` renders (same view order) when given."""
+def _dataset(name: str, args, work: Path) -> Path:
+    """The scene's dataset under work/ (synthetic `synth<seed>`, or a real capture derived, never written into)."""
+    folder = work / "scenes" / name
+    if (folder / "transforms.json").is_file():
+        return folder
+    if name.startswith("synth"):
+        from difix_ns.data.synth import SynthConfig, make_synthetic_scene
+
+        return make_synthetic_scene(SynthConfig(out=folder, seed=int(name[5:]), resolution=args.resolution))
+    from difix_ns.data.scene_io import derive_scene
+
+    return derive_scene(REAL / name, folder, args.downscale)
+
+
+def _train(name: str, data: Path, args, work: Path) -> Path:
+    from difix_ns.runner import budget_args, run_ns_train, splatfacto_schedule_args
+
+    config = work / "runs" / name / "difix-splatfacto" / "run" / "config.yml"
+    if config.is_file() and any((config.parent / "nerfstudio_models").glob("step-*.ckpt")):
+        return config
+    extra = [*budget_args(args.iterations), *splatfacto_schedule_args(args.iterations),
+             "--pipeline.model.postprocess=False", "--pipeline.model.fixer.backend=identity"]  # fmt: skip
+    return run_ns_train("difix-splatfacto", data, work / "runs", name, extra).config_path
+
+
+def _evaluate(config_path: Path, reference=None) -> Dict[str, float]:
+    """Mean held-out metrics of a run (`_fixed` = restored); PSNR to the uncompressed run's renders when given."""
     from difix_ns.evaluation import evaluate_views
 
     views = evaluate_views(config_path, description=f"Evaluating {config_path.parent.name}")
-    out = {k: float(np.mean([v.metrics[k] for v in views])) for k in ("psnr", "ssim")}
+    keys = [k for k in views[0].metrics if k.split("_")[0] in ("psnr", "ssim", "lpips") and "masked" not in k]
+    out = {k: float(np.mean([v.metrics[k] for v in views])) for k in keys}
     if reference is not None:
         out["psnr_vs_uncompressed"] = float(np.mean([_psnr(v.rendered, r.rendered) for v, r in zip(views, reference)]))
+        if views[0].rendered_fixed is not None:
+            out["psnr_fixed_vs_uncompressed"] = float(
+                np.mean([_psnr(v.rendered_fixed, r.rendered) for v, r in zip(views, reference)])
+            )
     return out, views
 
 
-def _train(args, work: Path) -> Path:
-    from difix_ns.data.synth import SynthConfig, make_synthetic_scene
-    from difix_ns.runner import budget_args, run_ns_train, splatfacto_schedule_args
+def _prepare_scene(name: str, args, work: Path) -> dict:
+    """Train, compress at every ratio, write restoration pairs; cached in work/<name>.json."""
+    from difix_ns.compression.command import compress_scene, read_scene, uncompressed_ply_bytes
+    from difix_ns.compression.restoration import write_manifest, write_restoration_pairs
 
-    scene = make_synthetic_scene(SynthConfig(out=work / "scene", seed=args.seed, resolution=args.resolution))
-    extra = [*budget_args(args.iterations), *splatfacto_schedule_args(args.iterations),
-             "--pipeline.model.postprocess=False", "--pipeline.model.fixer.backend=identity"]  # fmt: skip
-    return run_ns_train("difix-splatfacto", scene, work / "runs", "rd", extra).config_path
+    state_file = work / f"{name}.json"
+    if state_file.is_file():
+        return json.loads(state_file.read_text())
+    data = _dataset(name, args, work)
+    start = time.perf_counter()
+    config_path = _train(name, data, args, work)
+    train_seconds = time.perf_counter() - start
+    base, _ = _evaluate(config_path)
+    scene = read_scene(config_path)
+    n, degree = scene.params["means"].shape[0], int(scene.config.pipeline.model.sh_degree)
+    base.update(num_gaussians=n, ply_bytes=uncompressed_ply_bytes(n, degree), train_seconds=train_seconds)
+    files = []
+    for ratio in sorted(args.ratios):
+        path = work / "files" / name / f"{ratio:g}x.dxs"
+        summary = compress_scene(scene, path, budget_bytes=int(base["ply_bytes"] / ratio))
+        files.append({"target_ratio": ratio, "file": str(path), "budget": int(base["ply_bytes"] / ratio), **summary})
+    start = time.perf_counter()
+    pairs = work / "pairs" / name
+    pairs.mkdir(parents=True, exist_ok=True)
+    records = write_restoration_pairs(scene, pairs, args.ratios, args.novel_views, name, source_scene=name)
+    write_manifest(records, pairs)
+    state = {"name": name, "data": str(data), "config": str(config_path), "uncompressed": base, "files": files,
+             "read_seconds": scene.seconds, "pairs": len(records), "pairs_seconds": time.perf_counter() - start}  # fmt: skip
+    state_file.write_text(json.dumps(state, indent=2))
+    return state
 
 
-def _report(results: dict, out: Path) -> None:
+def _restorer(name: str, manifests: List[Path], args, out: Path) -> Path:
+    from difix_ns.training.train_fixer import TrainFixerConfig, train_fixer
+
+    if (out / "fixer" / "config.json").is_file():
+        return out / "fixer"
+    config = TrainFixerConfig(
+        manifests=tuple(manifests), out=out, backend="nafnet", nafnet_width=args.restorer_width,
+        steps=args.restorer_steps, max_seconds=args.restorer_seconds, crop_size=args.crop_size, batch_size=8,
+        perceptual="off", val_every=max(50, args.restorer_steps // 4), save_every=10**9, seed=0,
+    )  # fmt: skip
+    print(f"training the {name} restorer on {len(manifests)} scene(s)")
+    return train_fixer(config)
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
+
+
+def _score_scene(state: dict, restorers: Dict[str, Path], work: Path) -> List[dict]:
+    """Every file of one scene decompressed with each restorer and evaluated."""
+    from difix_ns.compression.command import decompress_file
+
+    name = state["name"]
+    _, base_views = _evaluate(Path(state["config"]))
+    rows = []
+    for f in state["files"]:
+        row = {k: f[k] for k in ("target_ratio", "budget", "bytes", "ratio", "num_gaussians", "seconds")}
+        for mode, restorer in restorers.items():
+            start = time.perf_counter()
+            config, _ = decompress_file(Path(f["file"]), work / "decoded" / name / f"{f['target_ratio']:g}-{mode}",
+                                        restorer)  # fmt: skip
+            row["decompress_seconds"] = time.perf_counter() - start
+            metrics, _ = _evaluate(config, base_views)
+            row.update({k: v for k, v in metrics.items() if "fixed" not in k})
+            row.update({k.replace("fixed", mode): v for k, v in metrics.items() if "fixed" in k})
+        row["per_scene_bytes"] = row["bytes"] + _folder_bytes(restorers["per_scene"])
+        row["per_scene_ratio"] = state["uncompressed"]["ply_bytes"] / row["per_scene_bytes"]
+        rows.append(row)
+    return rows
+
+
+def _figure(results: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = results["budgets"]
-    base = results["uncompressed"]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot([r["bytes"] for r in rows], [r["psnr"] for r in rows], "o-", label="compressed")
-    ax.axhline(base["psnr"], color="gray", linestyle="--", label=f"uncompressed ({base['ply_bytes']} B PLY)")
-    ax.set_xscale("log")
-    ax.set_xlabel("file size (bytes)")
-    ax.set_ylabel("held-out PSNR (dB)")
-    ax.legend()
+    scenes = results["scenes"]
+    fig, axes = plt.subplots(1, len(scenes), figsize=(4.2 * len(scenes), 3.4), squeeze=False)
+    for ax, scene in zip(axes[0], scenes):
+        rows = scene["budgets"]
+        ax.plot([r["bytes"] for r in rows], [r["psnr"] for r in rows], "o-", label="compressed")
+        ax.plot([r["bytes"] for r in rows], [r["psnr_generic"] for r in rows], "s-", label="+ generic restorer")
+        ax.plot([r["per_scene_bytes"] for r in rows], [r["psnr_per_scene"] for r in rows], "^-",
+                label="+ per-scene restorer (rate incl.)")  # fmt: skip
+        ax.axhline(scene["uncompressed"]["psnr"], color="gray", linestyle="--", label="uncompressed")
+        ax.set_xscale("log")
+        ax.set_title(scene["name"])
+        ax.set_xlabel("bytes")
+        ax.set_ylabel("held-out PSNR (dB)")
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "rd.png", dpi=120)
+    plt.close(fig)
+
+
+def _report(results: dict, out: Path) -> None:
     lines = [
-        "# Compression rate-distortion (synthetic scene, CPU)",
-        "",
+        "# Compression rate-distortion with artifact-aware restoration (CPU)", "",
         f"Command: `{results['command']}`. Machine: {results['machine']}. Produced by benchmarks/compression_rd.py.",
-        "",
-        f"Uncompressed: {base['num_gaussians']} Gaussians, float32 PLY {base['ply_bytes']} bytes, "
-        f"PSNR {base['psnr']:.2f} dB, SSIM {base['ssim']:.3f}. Reading + importance scoring: "
-        f"{results['read_seconds']:.1f} s.",
-        "",
-        "| target ratio | budget (B) | file (B) | ratio | Gaussians | PSNR | PSNR loss | PSNR vs uncompressed render "
-        "| SSIM | encode (s) | compress total (s) | decompress (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['target_ratio']}x | {r['budget']} | {r['bytes']} | {r['ratio']:.1f}x | {r['num_gaussians']} | "
-            f"{r['psnr']:.2f} | {base['psnr'] - r['psnr']:.2f} | {r['psnr_vs_uncompressed']:.2f} | {r['ssim']:.3f} | "
-            f"{r['encode_seconds']:.2f} | {r['seconds']:.1f} | {r['decompress_seconds']:.1f} |"
-        )
-    lines += ["", "No restorer is applied here (compressed-only curve); see the issue note for what is left.", ""]
+        "", "PSNR/SSIM on each scene's held-out views against the photos. *generic*: a NAFNet restorer trained only "
+        "on the other scenes' pairs (not in the rate); *per-scene*: trained on this scene's pairs, its weight files "
+        "added to the rate. Loss = uncompressed PSNR - restored PSNR (goal <= 1.0 dB at >= 100x, generic).", "",
+    ]  # fmt: skip
+    for scene in results["scenes"]:
+        base = scene["uncompressed"]
+        lines += [
+            f"## {scene['name']}", "",
+            f"Uncompressed: {base['num_gaussians']} Gaussians, float32 PLY {base['ply_bytes']} B, PSNR "
+            f"{base['psnr']:.2f} dB, SSIM {base['ssim']:.3f}. Restorer training: generic {scene['generic_seconds']:.0f} s "
+            f"on {scene['generic_pairs']} pairs of {', '.join(scene['generic_scenes'])}; per-scene "
+            f"{scene['per_scene_seconds']:.0f} s on {scene['pairs']} pairs, {scene['per_scene_restorer_bytes']} B.", "",
+            "| ratio | file (B) | Gaussians | PSNR compressed | + generic | gain | loss vs uncompressed | "
+            "+ per-scene | rate incl. restorer | SSIM compressed / generic / per-scene | compress (s) | decompress (s) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        for r in scene["budgets"]:
+            lines.append(
+                f"| {r['ratio']:.1f}x | {r['bytes']} | {r['num_gaussians']} | {r['psnr']:.2f} | {r['psnr_generic']:.2f} "
+                f"| {r['psnr_generic'] - r['psnr']:+.2f} | {base['psnr'] - r['psnr_generic']:.2f} | "
+                f"{r['psnr_per_scene']:.2f} | {r['per_scene_ratio']:.1f}x | {r['ssim']:.3f} / {r['ssim_generic']:.3f} / "
+                f"{r['ssim_per_scene']:.3f} | {r['seconds']:.1f} | {r['decompress_seconds']:.1f} |"
+            )
+        lines.append("")
     (out / "report.md").write_text("\n".join(lines))
 
 
-def main() -> None:
-    import sys
-
+def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/compression"))
-    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--work", type=Path, default=Path("outputs/compression_rd"))
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
+    parser.add_argument("--real", nargs="*", default=["fruit", "beer"], help=f"captures under {REAL}")
+    parser.add_argument("--downscale", type=int, default=12)
+    parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ratios", type=float, nargs="+", default=[25, 50, 100, 200])
+    parser.add_argument("--novel-views", type=int, default=2)
+    parser.add_argument("--restorer-seconds", type=float, default=100.0)
+    parser.add_argument("--restorer-steps", type=int, default=3000)
+    parser.add_argument("--restorer-width", type=int, default=16)
+    parser.add_argument("--crop-size", type=int, default=48)
     args = parser.parse_args()
-    if len(args.ratios) < 1 or min(args.ratios) <= 1:
+    names = [f"synth{s}" for s in args.seeds] + list(args.real)
+    if len(names) < 2:
+        raise ValueError("need at least 2 scenes (the generic restorer of a scene trains on the others)")
+    if min(args.ratios) <= 1:
         raise ValueError(f"--ratios must be values > 1, got {args.ratios}")
+    args.names = names
+    return args
 
-    from difix_ns.compression.command import compress_scene, decompress_file, read_scene
 
+def main() -> None:
+    from difix_ns.compression.restoration import restorer_manifests
+
+    args = _parse()
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        config_path = _train(args, work)
-        base, base_views = _evaluate(config_path)
-        scene = read_scene(config_path)
-        n, degree = scene.params["means"].shape[0], int(scene.config.pipeline.model.sh_degree)
-        from difix_ns.compression.command import uncompressed_ply_bytes
-
-        base.update(num_gaussians=n, ply_bytes=uncompressed_ply_bytes(n, degree))
-        rows = []
-        for ratio in sorted(args.ratios):
-            budget = int(base["ply_bytes"] / ratio)
-            summary = compress_scene(scene, work / f"{ratio:g}.dxs", budget_bytes=budget)
+    args.work.mkdir(parents=True, exist_ok=True)
+    states = {name: _prepare_scene(name, args, args.work) for name in args.names}
+    manifests = {name: args.work / "pairs" / name / "manifest.jsonl" for name in args.names}
+    scenes = []
+    for name, state in states.items():
+        others = [n for n in args.names if n != name]
+        timed = {}
+        for mode in ("generic", "per_scene"):
             start = time.perf_counter()
-            decoded_config, _ = decompress_file(work / f"{ratio:g}.dxs", work / f"dec_{ratio:g}")
-            decompress_seconds = time.perf_counter() - start
-            metrics, _ = _evaluate(decoded_config, base_views)
-            rows.append({"target_ratio": ratio, "budget": budget, **summary, **metrics,
-                         "decompress_seconds": decompress_seconds})  # fmt: skip
+            sources = restorer_manifests(manifests, name, mode.replace("_", "-"))
+            timed[mode] = (_restorer(f"{mode} ({name})", sources, args, args.work / "restorers" / name / mode),
+                           time.perf_counter() - start)  # fmt: skip
+        restorers = {mode: path for mode, (path, _) in timed.items()}
+        summary = {m: json.loads((p.parent / "summary.json").read_text()) for m, p in restorers.items()}
+        scenes.append({
+            **{k: state[k] for k in ("name", "uncompressed", "pairs", "pairs_seconds", "read_seconds")},
+            "generic_scenes": others, "generic_pairs": sum(states[n]["pairs"] for n in others),
+            "generic_seconds": summary["generic"].get("seconds", timed["generic"][1]),
+            "per_scene_seconds": summary["per_scene"].get("seconds", timed["per_scene"][1]),
+            "restorer_summaries": summary,
+            "per_scene_restorer_bytes": _folder_bytes(restorers["per_scene"]),
+            "budgets": _score_scene(state, restorers, args.work),
+        })  # fmt: skip
     results = {
         "command": "python benchmarks/compression_rd.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, torch CPU",
-        "iterations": args.iterations, "resolution": args.resolution, "seed": args.seed,
-        "read_seconds": scene.seconds, "uncompressed": base, "budgets": rows,
-    }  # fmt: skip
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "scenes": scenes,
+    }
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     _report(results, args.out)
+    _figure(results, args.out)
     print((args.out / "report.md").read_text())
 
 

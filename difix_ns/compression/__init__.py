@@ -1,6 +1,6 @@
 """Extreme splat compression (issue 13): importance pruning, SH reduction, quantization, Morton order, LZMA; a
-`.dxs` file under a hard byte budget, and back to an ordinary run folder. One codec in the project: curation's
-artifact simulator (`prune_and_quantize`) lives here too."""
+`.dxs` file under a hard byte budget, and back to an ordinary run folder; restoration pairs (compressed render,
+uncompressed render) for a restorer. One codec in the project: curation's compression pairs go through it."""
 
 from difix_ns.compression.budget import CodecOptions, EncodeResult, encode_at, encode_to_budget
 from difix_ns.compression.codec import (
@@ -10,7 +10,6 @@ from difix_ns.compression.codec import (
     dequantize,
     morton_codes,
     prune,
-    prune_and_quantize,
     quantize,
     reduce_sh_degree,
 )
@@ -30,7 +29,6 @@ __all__ = [
     "morton_codes",
     "pack",
     "prune",
-    "prune_and_quantize",
     "quantize",
     "reduce_sh_degree",
     "unpack",

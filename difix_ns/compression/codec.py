@@ -33,7 +33,6 @@ __all__ = [
     "dequantize",
     "morton_codes",
     "prune",
-    "prune_and_quantize",
     "quantize",
     "reduce_sh_degree",
 ]
@@ -290,28 +289,3 @@ def dequantize(q: QuantizedGaussians) -> Dict[str, np.ndarray]:
         rest[:, :stored] = centroids[q.codes["sh_labels"].astype(np.int64)].reshape(n, stored, 3)
     out["features_rest"] = rest
     return out
-
-
-# ----------------------------------------------------------------------------- crude copy (curation's old codec)
-
-
-def prune_and_quantize(
-    params: Dict[str, "torch.Tensor"], keep: float, bits: int  # noqa: F821
-) -> Dict[str, "torch.Tensor"]:  # noqa: F821
-    """A crude compressed copy of splat parameters: the `keep` fraction of Gaussians with the highest opacity,
-    every value uniformly quantized to `bits` bits per channel (min-max). Keys as splatfacto's `gauss_params`.
-    (Curation's original artifact simulator; `difix-ns compress` uses `quantize` and the file container.)"""
-    import torch
-
-    with torch.no_grad():
-        n = params["opacities"].shape[0]
-        order = torch.argsort(params["opacities"].reshape(n), descending=True)[: max(1, int(round(keep * n)))]
-        levels = 2**bits - 1
-        out = {}
-        for key, value in params.items():
-            kept = value[order]
-            flat = kept.reshape(kept.shape[0], -1)
-            lo, hi = flat.min(0, keepdim=True).values, flat.max(0, keepdim=True).values
-            scale = (hi - lo).clamp_min(1e-12) / levels
-            out[key] = (torch.round((flat - lo) / scale) * scale + lo).reshape(kept.shape)
-        return out

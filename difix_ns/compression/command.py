@@ -26,6 +26,7 @@ __all__ = [
     "parse_size",
     "read_scene",
     "uncompressed_ply_bytes",
+    "with_restorer",
 ]
 
 _UNITS = {"": 1, "B": 1, "KB": 1000, "KIB": 1024, "MB": 1000**2, "MIB": 1024**2, "GB": 1000**3, "GIB": 1024**3}
@@ -108,6 +109,9 @@ class SplatScene:
     """[N] LightGaussian importance over the training views."""
     seconds: float
     """Time to load the run and score the Gaussians."""
+    pipeline: Optional[object] = None
+    """The loaded pipeline (inference mode): its model renders the scene and its datamanager has the training
+    cameras (restoration pairs)."""
 
 
 def read_scene(config_path: Path, max_side: int = 256, progress=None) -> SplatScene:
@@ -131,7 +135,7 @@ def read_scene(config_path: Path, max_side: int = 256, progress=None) -> SplatSc
         on_view=(lambda _: progress.advance(task)) if progress else None,
     )  # fmt: skip
     return SplatScene(Path(config_path), config, params, int(step), int(active), importance,
-                      time.perf_counter() - start)  # fmt: skip
+                      time.perf_counter() - start, pipeline)  # fmt: skip
 
 
 def compress_scene(
@@ -199,9 +203,49 @@ def _run_config(metadata: Dict[str, object], out: Path, name: str):
     return config
 
 
-def decompress_file(path: Path, out: Path) -> Tuple[Path, Dict[str, np.ndarray]]:
+def _as_fixing_run(config):
+    """A difix-splatfacto TrainerConfig for a run's config (a splatfacto one: its model settings and data copied
+    into the registered difix-splatfacto config)."""
+    import copy
+    from dataclasses import fields
+
+    from nerfstudio.models.splatfacto import SplatfactoModelConfig
+
+    from difix_ns.models.fixing import DifixFixingConfig
+
+    if isinstance(config.pipeline.model, DifixFixingConfig):
+        return config
+    from difix_ns.method_configs.difix_splatfacto import difix_splatfacto
+
+    target = copy.deepcopy(difix_splatfacto.config)
+    for f in fields(SplatfactoModelConfig):
+        if f.name != "_target":
+            setattr(target.pipeline.model, f.name, getattr(config.pipeline.model, f.name))
+    target.pipeline.datamanager.dataparser = config.pipeline.datamanager.dataparser
+    target.pipeline.datamanager.data = config.pipeline.datamanager.data
+    for name in ("experiment_name", "timestamp", "max_num_iterations", "machine"):
+        setattr(target, name, getattr(config, name))
+    return target
+
+
+def with_restorer(config, restorer: Path):
+    """The run's config with `restorer` (a fixer folder of `difix-ns train-fixer`) as its post-processing fixer:
+    the fixed render as is (no reference, no distance blend: compression artifacts are everywhere)."""
+    from difix_ns.fixers.config import FixerConfig, check_fixer_config
+
+    fixer = FixerConfig(backend="nafnet", checkpoint=str(Path(restorer).resolve()))
+    check_fixer_config(fixer)
+    config = _as_fixing_run(config)
+    model = config.pipeline.model
+    model.fixer, model.postprocess = fixer, True
+    model.postprocess_reference, model.postprocess_blend = "none", "none"
+    return config
+
+
+def decompress_file(path: Path, out: Path, restorer: Optional[Path] = None) -> Tuple[Path, Dict[str, np.ndarray]]:
     """Write an ordinary run folder (config.yml + nerfstudio_models/step-*.ckpt) of a `.dxs` file; returns
-    (config.yml path, the decoded gauss_params)."""
+    (config.yml path, the decoded gauss_params). With `restorer`, the run post-processes its renders with it
+    (`with_restorer`)."""
     import torch
     import yaml
 
@@ -214,6 +258,8 @@ def decompress_file(path: Path, out: Path) -> Tuple[Path, Dict[str, np.ndarray]]
     q, metadata = unpack(path.read_bytes(), str(path))
     params = dequantize(q)
     config = _run_config(metadata, out, str(path))
+    if restorer is not None:
+        config = with_restorer(config, restorer)
     step = int(metadata.get("step", 0))
     pipeline = config.pipeline.setup(device="cpu", test_mode="inference")
     state = pipeline.state_dict()
@@ -278,12 +324,15 @@ class DecompressConfig:
     """The compressed file."""
     out: Path = Path("decompressed")
     """Run folder to write."""
+    restorer: Optional[Path] = None
+    """A restorer trained on compression artifacts (`difix-ns curate --strategies compression`, then
+    `difix-ns train-fixer`): the run's post-processing fixer (ns-eval's `_fixed` metrics, the viewer toggle)."""
 
     def main(self) -> None:
         from rich.console import Console
 
         start = time.perf_counter()
-        config_path, params = decompress_file(self.file, self.out)
+        config_path, params = decompress_file(self.file, self.out, self.restorer)
         Console().print(
             f"{config_path}: {params['means'].shape[0]} Gaussians, {time.perf_counter() - start:.1f} s "
             f"(ns-eval --load-config {config_path})"

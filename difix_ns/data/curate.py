@@ -13,9 +13,10 @@ one triplet per target view and checkpoint. Dataset reading and derived datasets
   `underfit_fractions` of the iteration budget (25-75 % by default).
 - `cross-reference`: with camera groups (the frame key `group_key`), each group is left out and rendered, the
   other groups are the references.
-- `compression` (splat methods): one model on all training views; degraded = render of the scene pruned to the
-  `compression_keep` most opaque Gaussians with every parameter quantized to `compression_bits` bits, clean = the
-  render of the full scene (not the photo), at the training poses.
+- `compression` (splat methods): one model on all training views, stored with the real codec (`difix-ns compress`)
+  at budgets of its float32 PLY size / each of `compression_ratios` and decoded; degraded = the decoded scene's
+  render, clean = the full scene's render (not the photo), at the training cameras and `compression_novel_views`
+  novel cameras per training camera (`difix_ns.compression.restoration`; its reference is the degraded render).
 
 The reference of a triplet is the real photo of the nearest training view of that unit's model (translation +
 rotation angle, `difix_ns.progressive.poses`), never the target itself. With `warped_references` K > 0 (leave-out,
@@ -69,7 +70,8 @@ class CurateConfig:
     out: Path = Path("outputs/pairs")
     """Output folder; an existing one is resumed (finished units are kept)."""
     strategies: Tuple[Strategy, ...] = ("leave-out", "underfit")
-    """Strategies to run: leave-out (sparse reconstruction), underfit, cross-reference (needs camera groups)."""
+    """Strategies to run: leave-out (sparse reconstruction), underfit, cross-reference (needs camera groups),
+    compression (splat methods: the real codec's artifacts)."""
     method: str = "difix-splatfacto"
     """Registered ns-train method used to reconstruct (without any fixer stage)."""
     iterations: int = 300
@@ -78,10 +80,10 @@ class CurateConfig:
     """leave-out: number of interleaved folds of training views, each left out once (2 or more)."""
     underfit_fractions: Tuple[float, ...] = (0.25, 0.5, 0.75)
     """underfit: render the checkpoints nearest to these fractions of the iteration budget."""
-    compression_keep: float = 0.3
-    """compression: fraction of Gaussians kept (the most opaque ones)."""
-    compression_bits: int = 6
-    """compression: bits per parameter value (uniform quantization per channel)."""
+    compression_ratios: Tuple[float, ...] = (25.0, 50.0, 100.0, 200.0)
+    """compression: budgets as ratios to the float32 PLY size (`difix-ns compress --budget PLY/ratio`)."""
+    compression_novel_views: int = 2
+    """compression: novel cameras per training camera (between it and a neighbour) rendered besides it."""
     group_key: str = "camera_group"
     """cross-reference: frame key in transforms.json that names a frame's camera group."""
     ns_train_args: str = ""
@@ -118,10 +120,10 @@ class CurateConfig:
             raise ValueError(f"underfit_fractions must be non-empty values in (0, 1], got {self.underfit_fractions}")
         if any(not 0.0 < f <= 1.0 for f in self.leave_out_own_fractions):
             raise ValueError(f"leave_out_own_fractions must be values in (0, 1], got {self.leave_out_own_fractions}")
-        if not 0.0 < self.compression_keep <= 1.0:
-            raise ValueError(f"compression_keep must be in (0, 1], got {self.compression_keep}")
-        if not 1 <= self.compression_bits <= 16:
-            raise ValueError(f"compression_bits must be in 1..16, got {self.compression_bits}")
+        if not self.compression_ratios or min(self.compression_ratios) <= 1.0:
+            raise ValueError(f"compression_ratios must be values > 1, got {self.compression_ratios}")
+        if self.compression_novel_views < 0:
+            raise ValueError(f"compression_novel_views must be >= 0, got {self.compression_novel_views}")
         if self.max_disk_mb <= 0:
             raise ValueError(f"max_disk_mb must be > 0, got {self.max_disk_mb}")
         if self.warped_references < 0:
@@ -403,14 +405,14 @@ def _run_unit(unit: _Unit, config: CurateConfig, scene: SceneViews, out: Path) -
         raise ValueError(f"unit {unit.name}: target image names are not unique by file name")
     own = set(unit.train) if unit.own_fractions else set()
     records = []
+    if unit.strategy == "compression":
+        records = _compression_pairs(config_path, unit, config, out)
+        target_steps = own_steps = set()
     for step in sorted(target_steps | own_steps):
         step_config = _config_at_step(config_path, step)
-        if unit.strategy == "compression":
-            views = _render_compressed(step_config, config.compression_keep, config.compression_bits)
-        else:
-            views = evaluate_views(
-                step_config, f"Rendering {unit.name} @ {step}", warped_references=config.warped_references
-            )
+        views = evaluate_views(
+            step_config, f"Rendering {unit.name} @ {step}", warped_references=config.warped_references
+        )
         for view in views:
             target = by_basename.get(view.filename) or by_basename[Path(view.filename).stem]
             if step in (own_steps if target in own else target_steps):
@@ -425,29 +427,20 @@ def _run_unit(unit: _Unit, config: CurateConfig, scene: SceneViews, out: Path) -
     return records
 
 
-def _render_compressed(config_path: Path, keep: float, bits: int) -> List[object]:
-    """Views whose `rendered` is the compressed scene's render and `ground_truth` the full scene's render."""
-    import torch
-    from nerfstudio.utils.eval_utils import eval_setup
+def _compression_pairs(config_path: Path, unit: _Unit, config: CurateConfig, out: Path) -> List[dict]:
+    """The compression strategy's pairs: the unit's reconstruction through the real codec at each ratio."""
+    from rich.progress import Progress
 
-    from difix_ns.compression.codec import prune_and_quantize
-    from difix_ns.evaluation import ViewResult
+    from difix_ns.compression.command import read_scene
+    from difix_ns.compression.restoration import write_restoration_pairs
 
-    _, pipeline, _, _ = eval_setup(Path(config_path), test_mode="test")
-    pipeline.eval()
-    model = pipeline.model
-    if not hasattr(model, "gauss_params"):
-        raise ValueError(f"the compression strategy needs a splat method, got {type(model).__name__}")
-    loader = pipeline.datamanager.fixed_indices_eval_dataloader
-    names = pipeline.datamanager.eval_dataset.image_filenames
-    cameras = [(camera, Path(names[int(batch["image_idx"])]).name) for camera, batch in loader]
-    with torch.no_grad():
-        full = [model.get_outputs_for_camera(camera=c)["rgb"].clamp(0, 1).cpu().numpy() for c, _ in cameras]
-        compressed = prune_and_quantize({k: v.detach() for k, v in model.gauss_params.items()}, keep, bits)
-        for key, value in compressed.items():
-            model.gauss_params[key] = torch.nn.Parameter(value)
-        small = [model.get_outputs_for_camera(camera=c)["rgb"].clamp(0, 1).cpu().numpy() for c, _ in cameras]
-    return [ViewResult(name, {}, s, f) for (_, name), s, f in zip(cameras, small, full)]
+    with Progress(transient=True) as progress:
+        scene = read_scene(config_path, progress=progress)
+        records = write_restoration_pairs(scene, out, config.compression_ratios, config.compression_novel_views,
+                                          unit.name, config.seed, str(Path(config.data).resolve()), progress)  # fmt: skip
+    for record in records:
+        record["iterations"] = config.iterations
+    return records
 
 
 def _folder_mb(folder: Path) -> float:

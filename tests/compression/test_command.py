@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +13,8 @@ import pytest
 import torch
 
 from difix_ns.compression import dequantize, unpack
+from tool_runs import run_tool as _run
+
 from difix_ns.compression.command import (
     CompressConfig,
     DecompressConfig,
@@ -26,33 +25,8 @@ from difix_ns.compression.command import (
     uncompressed_ply_bytes,
 )
 
-BIN = Path(sys.executable).parent
-ITERATIONS = 12
+ITERATIONS = 12  # the conftest run's
 pytestmark = pytest.mark.slow
-
-
-def _run(args, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TORCH_HOME": str(cwd / "empty_torch_home"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, env=env, cwd=cwd)
-    assert result.returncode == 0, f"{args[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result
-
-
-@pytest.fixture(scope="module")
-def splat_run(synth_scene, tmp_path_factory) -> Path:
-    """config.yml of a short difix-splatfacto run (ns-train, as a user runs it)."""
-    tmp = tmp_path_factory.mktemp("compress_run")
-    _run(["ns-train", "difix-splatfacto", f"--data={synth_scene}", f"--output-dir={tmp / 'out'}",
-          "--experiment-name=e", "--timestamp=t", f"--max-num-iterations={ITERATIONS}",
-          f"--steps-per-save={ITERATIONS}", "--vis=tensorboard",
-          "--pipeline.model.fixer.backend=identity"], tmp)  # fmt: skip
-    return tmp / "out" / "e" / "difix-splatfacto" / "t" / "config.yml"
-
-
-@pytest.fixture(scope="module")
-def scene(splat_run):
-    """The run read and scored once (what every compression of it starts from)."""
-    return read_scene(splat_run)
 
 
 @pytest.fixture(scope="module")
