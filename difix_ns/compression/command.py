@@ -25,6 +25,7 @@ __all__ = [
     "decompress_file",
     "parse_size",
     "read_scene",
+    "relocated_config_yml",
     "uncompressed_ply_bytes",
     "with_restorer",
 ]
@@ -188,19 +189,24 @@ def compress_run(
     return compress_scene(scene, out, budget_bytes, num_gaussians, sh_degree, codebook_size, progress)
 
 
-def _run_config(metadata: Dict[str, object], out: Path, name: str):
+def relocated_config_yml(text: str, out: Path, name: str = "<config>") -> str:
+    """The run's config.yml text with its run paths (output_dir, relative_model_dir, load_dir, load_step) pointing
+    at the run folder `out`. Edited as YAML nodes (compose / serialize), which constructs no nerfstudio object:
+    `decompress` then needs neither nerfstudio's imports nor a pipeline."""
     import yaml
 
     try:
-        config = yaml.load(str(metadata["config_yml"]), Loader=yaml.Loader)
-    except (KeyError, yaml.YAMLError) as error:
-        raise ValueError(f"{name}: the embedded config.yml is missing or unreadable ({error})") from None
-    out = Path(out).resolve()
-    config.output_dir = out
-    config.relative_model_dir = out / "nerfstudio_models"  # absolute: eval_setup joins it to its base dir
-    config.load_dir = out / "nerfstudio_models"
-    config.load_step = None
-    return config
+        root = yaml.compose(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{name}: the embedded config.yml is unreadable ({error})") from None
+    if not isinstance(root, yaml.MappingNode):
+        raise ValueError(f"{name}: the embedded config.yml is not a run config (no mapping at its top)")
+    models = Path(out).resolve() / "nerfstudio_models"  # absolute: eval_setup joins it to its base dir
+    values = {"output_dir": Path(out).resolve(), "relative_model_dir": models, "load_dir": models, "load_step": None}
+    nodes = {key: yaml.compose(yaml.dump(value)) for key, value in values.items()}
+    kept = [(k, v) for k, v in root.value if not (isinstance(k, yaml.ScalarNode) and k.value in values)]
+    root.value = kept + [(yaml.ScalarNode("tag:yaml.org,2002:str", key), node) for key, node in nodes.items()]
+    return yaml.serialize(root)
 
 
 def _as_fixing_run(config):
@@ -247,7 +253,6 @@ def decompress_file(path: Path, out: Path, restorer: Optional[Path] = None) -> T
     (config.yml path, the decoded gauss_params). With `restorer`, the run post-processes its renders with it
     (`with_restorer`)."""
     import torch
-    import yaml
 
     from difix_ns.compression.codec import dequantize
     from difix_ns.compression.container import unpack
@@ -257,22 +262,25 @@ def decompress_file(path: Path, out: Path, restorer: Optional[Path] = None) -> T
         raise ValueError(f"{path}: no such file")
     q, metadata = unpack(path.read_bytes(), str(path))
     params = dequantize(q)
-    config = _run_config(metadata, out, str(path))
+    if "config_yml" not in metadata:
+        raise ValueError(f"{path}: the file carries no config.yml")
+    text = relocated_config_yml(str(metadata["config_yml"]), out, str(path))
     if restorer is not None:
-        config = with_restorer(config, restorer)
+        import yaml
+
+        text = yaml.dump(with_restorer(yaml.load(text, Loader=yaml.Loader), restorer))
     step = int(metadata.get("step", 0))
-    pipeline = config.pipeline.setup(device="cpu", test_mode="inference")
-    state = pipeline.state_dict()
-    for key, value in params.items():
-        state[f"_model.gauss_params.{key}"] = torch.from_numpy(value.copy())
-    models = Path(config.load_dir)
+    # Only the Gaussians: nerfstudio loads a pipeline checkpoint non-strictly, so every other model state keeps the
+    # value a fresh pipeline has (the camera optimizer's adjustments apply to training cameras only).
+    state = {f"_model.gauss_params.{key}": torch.from_numpy(value.copy()) for key, value in params.items()}
+    models = Path(out).resolve() / "nerfstudio_models"
     models.mkdir(parents=True, exist_ok=True)
     for old in models.glob("step-*.ckpt"):
         old.unlink()
     torch.save({"step": step, "pipeline": state, "optimizers": {}, "schedulers": {}, "scalers": {}},
                models / f"step-{step:09d}.ckpt")  # fmt: skip
     config_path = Path(out).resolve() / "config.yml"
-    config_path.write_text(yaml.dump(config), "utf8")
+    config_path.write_text(text, "utf8")
     return config_path, params
 
 

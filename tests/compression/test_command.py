@@ -117,3 +117,20 @@ def test_sizes_parse_with_units():
     assert parse_size("200KB") == 200_000 and parse_size("64KiB") == 65_536 and parse_size("1.5MB") == 1_500_000
     with pytest.raises(ValueError, match="budget must look like"):
         parse_size("lots")
+
+
+def test_the_embedded_config_is_relocated_without_building_anything(splat_run, tmp_path):
+    import yaml
+
+    from difix_ns.compression.command import relocated_config_yml
+
+    text = relocated_config_yml(splat_run.read_text(), tmp_path / "run")
+    config, original = (yaml.load(t, Loader=yaml.Loader) for t in (text, splat_run.read_text()))
+    models = (tmp_path / "run" / "nerfstudio_models").resolve()
+    assert config.output_dir == (tmp_path / "run").resolve() and config.load_dir == config.relative_model_dir == models
+    assert config.load_step is None
+    assert config.pipeline.model == original.pipeline.model and config.data == original.data
+    with pytest.raises(ValueError, match="x.dxs: the embedded config.yml is unreadable"):
+        relocated_config_yml("a: [unclosed", tmp_path, "x.dxs")
+    with pytest.raises(ValueError, match="not a run config"):
+        relocated_config_yml("- a list", tmp_path, "x.dxs")
