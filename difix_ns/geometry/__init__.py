@@ -1,6 +1,7 @@
 """Scene geometry for fixing and evaluation: depth-warped reference views (`warp`), co-visibility masks and the
-masked metrics of DyCheck (`covis`)."""
+masked metrics of DyCheck (`covis`), multi-view consistency of a set of images (`consistency`)."""
 
+from difix_ns.geometry.consistency import multiview_consistency
 from difix_ns.geometry.covis import (
     COVIS_FOLDER,
     covisibility_mask_paths,
@@ -24,6 +25,7 @@ __all__ = [
     "load_covisibility_mask",
     "masked_psnr",
     "masked_ssim",
+    "multiview_consistency",
     "project_into_references",
     "ray_distance_to_z_depth",
     "warp_references",
