@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 from jaxtyping import Float
 from torch import Tensor
@@ -19,6 +19,10 @@ class BicubicBackend(SuperResBackend):
     name = "bicubic"
 
     def upscale(
-        self, lr: Float[Tensor, "B 3 h w"], render: Optional[Float[Tensor, "B 3 H W"]], size: tuple
+        self,
+        lr: Float[Tensor, "B 3 h w"],
+        render: Optional[Float[Tensor, "B 3 H W"]],
+        size: tuple,
+        indices: Optional[Sequence[int]] = None,
     ) -> Float[Tensor, "B 3 H W"]:
         return upsample(lr, size)

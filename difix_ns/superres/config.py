@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Optional
 
-__all__ = ["MIN_LR_SIZE", "SelfSuperResConfig", "SuperResConfig", "check_lr_size"]
+__all__ = [
+    "BACKENDS",
+    "DifixSuperResConfig",
+    "MIN_LR_SIZE",
+    "SdX4SuperResConfig",
+    "SelfSuperResConfig",
+    "SuperResConfig",
+    "check_lr_size",
+]
+
+BACKENDS = ("self", "bicubic", "difix", "sd-x4")
+"""The SR back-ends `SuperResConfig.backend` may name."""
 
 MIN_LR_SIZE = 16
 """Smallest low-resolution side (pixels) the method trains on: the D-SSIM term uses an 11x11 window, and the
@@ -40,6 +52,74 @@ class SelfSuperResConfig:
             raise ValueError(f"superres.self_sr.max_seconds must be > 0 or None, got {self.max_seconds!r}")
 
 
+def _check_device(value: str, setting: str) -> None:
+    if not isinstance(value, str) or not (value in ("auto", "cpu") or value.startswith("cuda")):
+        raise ValueError(f"{setting} must be auto, cpu, cuda or cuda:N, got {value!r}")
+
+
+@dataclass
+class DifixSuperResConfig:
+    """The `difix` back-end: the project's single-step Difix fixer refining the HR render (or the bicubic-upsampled
+    LR view before there is one), with the bicubic-upsampled LR view as its reference image."""
+
+    checkpoint: str = "nvidia/difix_ref"
+    """Difix checkpoint: hub id (nvidia/difix, nvidia/difix_ref; HF_HUB_OFFLINE is honoured) or local folder."""
+    cache_dir: Optional[Path] = None
+    """Hugging Face cache folder for a hub id (default: the standard cache)."""
+    reference: bool = True
+    """Give the bicubic-upsampled LR view as the reference image (used by reference checkpoints, e.g. difix_ref)."""
+    device: str = "auto"
+    """Device of the fixer: auto (cuda if available, else cpu), cpu, cuda, cuda:N."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Autocast precision on CUDA (auto = bf16, or fp16 without bf16 support); CPU always runs fp32."""
+    timestep: Optional[int] = None
+    """The single diffusion timestep (None = the checkpoint's, else 199)."""
+
+    def validate(self) -> None:
+        if not isinstance(self.checkpoint, str) or not self.checkpoint.strip():
+            raise ValueError(
+                "superres.difix.checkpoint must be a hub id (e.g. nvidia/difix_ref) or a folder, "
+                f"got {self.checkpoint!r}"
+            )
+        _check_device(self.device, "superres.difix.device")
+        if self.timestep is not None and (isinstance(self.timestep, bool) or not 0 <= self.timestep < 1000):
+            raise ValueError(f"superres.difix.timestep must be in [0, 1000) or None, got {self.timestep!r}")
+
+
+@dataclass
+class SdX4SuperResConfig:
+    """The `sd-x4` back-end: a diffusers StableDiffusionUpscalePipeline checkpoint with the 3DSR latent alternation
+    (one latent per training view across rounds; the encoded render takes the predicted x0's place)."""
+
+    checkpoint: str = "stabilityai/stable-diffusion-x4-upscaler"
+    """Hub id (offline: taken from the local Hugging Face cache only) or local folder in that layout."""
+    cache_dir: Optional[Path] = None
+    """Hugging Face cache folder for a hub id (default: the standard cache)."""
+    prompt: str = ""
+    """Text prompt of the upscaler (3DSR: empty); encoded once at load time."""
+    noise_level: int = 20
+    """Noise level added to the low-resolution condition (the upscaler pipeline's default; at most its
+    max_noise_level, 350)."""
+    seed: int = 0
+    """Seed of the initial latents and of each round's posterior noise (per view and round: resumable)."""
+    device: str = "auto"
+    """Device of the upscaler: auto (cuda if available, else cpu), cpu, cuda, cuda:N."""
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    """Precision of the UNet (auto = fp16 on CUDA, fp32 on CPU); the VAE, text encoder and latents stay fp32."""
+
+    def validate(self) -> None:
+        if not isinstance(self.checkpoint, str) or not self.checkpoint.strip():
+            raise ValueError(
+                "superres.sd_x4.checkpoint must be a hub id (e.g. stabilityai/stable-diffusion-x4-upscaler) or a "
+                f"folder, got {self.checkpoint!r}"
+            )
+        if isinstance(self.noise_level, bool) or not isinstance(self.noise_level, int) or self.noise_level < 0:
+            raise ValueError(f"superres.sd_x4.noise_level must be an integer >= 0, got {self.noise_level!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"superres.sd_x4.seed must be an integer, got {self.seed!r}")
+        _check_device(self.device, "superres.sd_x4.device")
+
+
 @dataclass
 class SuperResConfig:
     """3D-consistent super-resolution (3DSR): an LR stage, then `rounds` rounds of SR targets + 3DGS training."""
@@ -56,14 +136,19 @@ class SuperResConfig:
     """Weight of the LR term: the loss between the antialiased x1/factor downsample of the render and the LR view."""
     ssim_weight: float = 0.2
     """w in (1-w) L1 + w D-SSIM, for both the SR term and the LR term."""
-    backend: Literal["self", "bicubic"] = "self"
-    """SR back-end: self (NAFNet trained on the scene's own LR views, ZSSR-style) or bicubic (reference baseline)."""
+    backend: Literal["self", "bicubic", "difix", "sd-x4"] = "self"
+    """SR back-end: self (NAFNet trained on the scene's own LR views, ZSSR-style), bicubic (reference baseline),
+    difix (the Difix fixer refining the render) or sd-x4 (Stable Diffusion x4 upscaler with 3DSR latents)."""
     condition_on_render: bool = True
     """Give the back-end the current HR render of each view (3DSR); off: per-frame SR of the LR views only."""
     color_fix: bool = True
     """Replace the low frequencies of each SR target by those of the bicubic-upsampled LR view (colour fix)."""
     self_sr: SelfSuperResConfig = field(default_factory=SelfSuperResConfig)
     """Settings of the `self` back-end."""
+    difix: DifixSuperResConfig = field(default_factory=DifixSuperResConfig)
+    """Settings of the `difix` back-end."""
+    sd_x4: SdX4SuperResConfig = field(default_factory=SdX4SuperResConfig)
+    """Settings of the `sd-x4` back-end."""
 
     @property
     def total_iterations(self) -> int:
@@ -89,9 +174,11 @@ class SuperResConfig:
             raise ValueError(f"superres.lambda_lr must be >= 0, got {self.lambda_lr!r}")
         if not 0.0 <= self.ssim_weight <= 1.0:
             raise ValueError(f"superres.ssim_weight must be in [0, 1], got {self.ssim_weight!r}")
-        if self.backend not in ("self", "bicubic"):
-            raise ValueError(f"superres.backend must be 'self' or 'bicubic', got {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"superres.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         self.self_sr.validate()
+        if self.backend in ("difix", "sd-x4"):  # only the chosen one: the others' settings are unused
+            (self.difix if self.backend == "difix" else self.sd_x4).validate()
 
 
 def check_lr_size(height: int, width: int, factor: int, what: str = "training view") -> None:

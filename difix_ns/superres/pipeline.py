@@ -7,13 +7,13 @@ Mechanism (nerfstudio's classes, glue only; the math is in `ops.py`, the back-en
   stage); with targets, the targets at HR cameras plus the LR views for the LR term;
 - `Sr3dTrainer.setup` hands the pipeline its run folder before the first step (`prepare_superres`): the SR
   back-end is prepared there (the `self` back-end trains its network on the LR views, or reuses the one the
-  checkpoint names);
+  checkpoint names; `sd-x4` keeps one latent per training view there and reloads the checkpoint round's latents);
 - one training callback, after the model's own at AFTER_TRAIN_ITERATION (splatfacto's densification sees its own
   render first), starts round r when the next step belongs to it (`SuperResConfig.round_at`): every training view
   is rendered at HR (eval mode, no gradients), the back-end makes the SR targets from the render and the LR view,
   the targets (uint8) go to the data manager and to `sr3d/round-RR/targets/*.png` in the run folder (renders in
   `sr3d/round-RR/renders/`). The Gaussians are never reset: each round is warm-started from the previous one;
-- the extra state of the checkpoint holds the round, the target files and the `self` network's folder, so
+- the extra state of the checkpoint holds the round, the target files and the back-end's folder, so
   `ns-train --load-dir` continues at the right round with the identical (lossless PNG) targets.
 """
 
@@ -80,7 +80,7 @@ class Sr3dPipeline(VanillaPipeline):
 
     def prepare_superres(self, run_dir: Path) -> None:
         """Remember the run folder and prepare the SR back-end (the `self` network is trained into
-        `run_dir/sr3d/backend`, or loaded from the folder the checkpoint names)."""
+        `run_dir/sr3d/backend`, or loaded from the folder the checkpoint names), then tell it the rounds done."""
         self._output_dir = Path(run_dir)
         backend = make_backend(self.config.superres)
         if self.backend_path is not None and hasattr(backend, "load"):
@@ -91,6 +91,7 @@ class Sr3dPipeline(VanillaPipeline):
             backend.prepare(self._lr_views_chw(), self.config.superres.factor, folder)
             if getattr(backend, "folder", None) is not None:
                 self.backend_path = Path(backend.folder).resolve()
+        backend.resume(self.sr_round)  # e.g. sd-x4 reloads the per-view latents of that round
         self._backend = backend
 
     # ---------------------------------------------------------------- rounds
@@ -115,10 +116,11 @@ class Sr3dPipeline(VanillaPipeline):
             raise RuntimeError("sr3d: the SR back-end is not prepared (Sr3dTrainer calls prepare_superres)")
         renders = self._render_training_views()
         targets = []
-        for render, lr in zip(renders, self.datamanager.lr_images):
+        for index, (render, lr) in enumerate(zip(renders, self.datamanager.lr_images)):
             lr_chw = lr.permute(2, 0, 1)[None].to(render.device)
             condition = render[None] if self.config.superres.condition_on_render else None
-            sr = sr_targets(self._backend, lr_chw, condition, tuple(render.shape[-2:]), self.config.superres.color_fix)
+            size, fix = tuple(render.shape[-2:]), self.config.superres.color_fix
+            sr = sr_targets(self._backend, lr_chw, condition, size, fix, indices=[index])
             targets.append(_to_uint8(sr[0].permute(1, 2, 0)).cpu())
         return targets, renders
 

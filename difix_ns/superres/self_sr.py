@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -103,7 +103,11 @@ class SelfBackend(SuperResBackend):
         self.load(trained)
 
     def upscale(
-        self, lr: Float[Tensor, "B 3 h w"], render: Optional[Float[Tensor, "B 3 H W"]], size: tuple
+        self,
+        lr: Float[Tensor, "B 3 h w"],
+        render: Optional[Float[Tensor, "B 3 H W"]],
+        size: tuple,
+        indices: Optional[Sequence[int]] = None,
     ) -> Float[Tensor, "B 3 H W"]:
         if self.fixer is None:
             raise RuntimeError("the self SR back-end is not trained yet: call prepare() (or load()) first")
