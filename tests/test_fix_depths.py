@@ -12,23 +12,10 @@ import torch
 
 from difix_ns.data.scene_io import frame_cameras, read_transforms
 from difix_ns.fix_command import FixCommandConfig
-from difix_ns.fixers.base import Fixer
 from difix_ns.fixers.config import FixerConfig
+from difix_ns.fixers.testing import RecordingFixer
 from difix_ns.geometry.warp import warp_references
 from difix_ns.progressive.poses import nearest_views
-
-
-class _Recorder(Fixer):
-    warped_references = 2
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("_anchor", torch.zeros(0), persistent=False)
-        self.seen = []
-
-    def _run(self, images, refs, warped=None):
-        self.seen.append(warped)
-        return images.clone()
 
 
 def _folders(scene, tmp_path):
@@ -53,7 +40,7 @@ def test_fix_with_depths_gives_the_fixer_the_warped_nearest_references(synth_sce
     depths = tmp_path / "depths"
     shutil.copytree(synth_scene / "depths", depths)
     (depths / "eval_002.npy").unlink()  # this frame gets no warped reference
-    recorder = _Recorder()
+    recorder = RecordingFixer()
     monkeypatch.setattr(FixerConfig, "setup", lambda self, **kwargs: recorder)
     FixCommandConfig(
         input=frames, output=tmp_path / "out", backend="identity", ref=refs, poses=synth_scene / "transforms.json",
@@ -84,7 +71,7 @@ def test_fix_with_depths_gives_the_fixer_the_warped_nearest_references(synth_sce
 
 def test_depths_need_reference_depths(synth_scene, tmp_path, monkeypatch):
     frames, refs = _folders(synth_scene, tmp_path)
-    monkeypatch.setattr(FixerConfig, "setup", lambda self, **kwargs: _Recorder())
+    monkeypatch.setattr(FixerConfig, "setup", lambda self, **kwargs: RecordingFixer())
     with pytest.raises(ValueError, match="--ref-depths"):
         FixCommandConfig(
             input=frames, output=tmp_path / "out", backend="identity", ref=refs,

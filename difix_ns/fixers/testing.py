@@ -1,4 +1,5 @@
-"""Random Difix checkpoints in the public `nvidia/difix(_ref)` folder layout, for tests and CPU benchmarks.
+"""Random Difix checkpoints in the public `nvidia/difix(_ref)` folder layout, for tests and CPU benchmarks; a
+recording identity fixer for tests of what reaches a fixer.
 
 No pretrained weight can be downloaded here, so the loader is exercised on folders that these helpers write with
 the same classes, file names and tensor names as the public checkpoints (see `difix_checkpoint.py`). The parts of
@@ -16,7 +17,9 @@ from typing import Any, Union
 
 import torch
 
-__all__ = ["make_char_tokenizer_files", "text_encoder_config", "write_nvidia_layout"]
+from difix_ns.fixers.base import Fixer
+
+__all__ = ["RecordingFixer", "make_char_tokenizer_files", "text_encoder_config", "write_nvidia_layout"]
 
 _BOS, _EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -127,3 +130,17 @@ def write_nvidia_layout(
     if reference:
         (folder / "unet/unet_2d_condition.py").write_text("# remote code of the public checkpoint; never executed\n")
     return folder
+
+
+class RecordingFixer(Fixer):
+    """An identity fixer with `warped_references` K that records the `WarpedViews` of every call (`seen`)."""
+
+    def __init__(self, warped_references: int = 2) -> None:
+        super().__init__()
+        self.warped_references = warped_references
+        self.register_buffer("_anchor", torch.zeros(0), persistent=False)  # gives the fixer a device
+        self.seen: list = []
+
+    def _run(self, images, refs, warped=None):
+        self.seen.append(warped)
+        return images.clone()

@@ -135,22 +135,10 @@ def test_post_processing_gives_a_warping_fixer_the_nearest_training_views_warped
     """A fixer that takes warped references gets the model's `warped_references` for the render (the 2 nearest
     training photos warped by the render's z-depth, occlusion-tested against their own rendered depth); with the
     reference mode "none" it gets none."""
-    from difix_ns.fixers.base import Fixer
-
-    class Recorder(Fixer):
-        warped_references = 2
-
-        def __init__(self):
-            super().__init__()
-            self.register_buffer("_anchor", torch.zeros(0), persistent=False)
-            self.seen = []
-
-        def _run(self, images, refs, warped=None):
-            self.seen.append(warped)
-            return images.clone()
+    from difix_ns.fixers.testing import RecordingFixer
 
     model = trained_splatfacto["trainer"].pipeline.model
-    previous, recorder = model.fixing.fixer, Recorder()
+    previous, recorder = model.fixing.fixer, RecordingFixer()
     model.set_fixer(recorder)
     model.eval()
     try:
