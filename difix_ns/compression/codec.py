@@ -31,6 +31,7 @@ __all__ = [
     "QuantizedGaussians",
     "blending_importance",
     "dequantize",
+    "kept_indices",
     "morton_codes",
     "prune",
     "quantize",
@@ -152,8 +153,15 @@ def prune(params: Dict[str, np.ndarray], importance: np.ndarray, num_gaussians: 
         raise ValueError(f"importance must have one value per Gaussian ({n}), got {importance.shape[0]}")
     if not 1 <= num_gaussians <= n:
         raise ValueError(f"num_gaussians must be in 1..{n}, got {num_gaussians}")
-    keep = np.sort(np.argsort(-importance, kind="stable")[:num_gaussians])
+    keep = kept_indices(importance, num_gaussians)
     return {k: v[keep] for k, v in params.items()}
+
+
+def kept_indices(importance: np.ndarray, num_gaussians: int) -> np.ndarray:
+    """Indices (ascending) of the `num_gaussians` most important Gaussians, ties broken by index: what `prune`
+    keeps."""
+    importance = np.asarray(importance, dtype=np.float64).reshape(-1)
+    return np.sort(np.argsort(-importance, kind="stable")[:num_gaussians])
 
 
 def reduce_sh_degree(features_rest: np.ndarray, sh_degree: int) -> np.ndarray:

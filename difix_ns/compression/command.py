@@ -139,13 +139,27 @@ def read_scene(config_path: Path, max_side: int = 256, progress=None) -> SplatSc
                       time.perf_counter() - start, pipeline)  # fmt: skip
 
 
+def _encode(params, importance, budget_bytes, num_gaussians, options, metadata, progress) -> Tuple[bytes, int]:
+    """(file bytes, Gaussians kept): exactly `num_gaussians`, or the most that fit `budget_bytes`."""
+    from difix_ns.compression.budget import encode_at, encode_to_budget
+
+    if num_gaussians is not None:
+        return encode_at(params, importance, num_gaussians, options, metadata), num_gaussians
+    task = progress.add_task(f"Fitting {budget_bytes} bytes", total=None) if progress else None
+    result = encode_to_budget(params, importance, budget_bytes, options, metadata,
+                              on_try=(lambda c, b: progress.advance(task)) if progress else None)  # fmt: skip
+    return result.data, result.num_gaussians
+
+
 def compress_scene(
     scene: SplatScene, out: Path, budget_bytes: Optional[int] = None, num_gaussians: Optional[int] = None,
-    sh_degree: Optional[int] = None, codebook_size: int = 1024, progress=None,
+    sh_degree: Optional[int] = None, codebook_size: int = 1024, progress=None, finetune_steps: int = 0,
 ) -> Dict[str, object]:  # fmt: skip
     """Write `scene` to `out` under `budget_bytes` or with `num_gaussians`; returns a summary (bytes, ratio to
-    the float32 PLY, Gaussians kept, seconds of encoding)."""
-    from difix_ns.compression.budget import CodecOptions, encode_at, encode_to_budget
+    the float32 PLY, Gaussians kept, seconds of encoding). With `finetune_steps`, the Gaussians kept are first
+    fine-tuned on the training views (`finetune.finetune_gaussians`), then the budget is fitted again among them."""
+    from difix_ns.compression.budget import CodecOptions
+    from difix_ns.compression.codec import kept_indices, prune
 
     if (budget_bytes is None) == (num_gaussians is None):
         raise ValueError("give exactly one of budget_bytes (--budget) and num_gaussians (--num-gaussians)")
@@ -155,25 +169,29 @@ def compress_scene(
     degree = scene.active_sh_degree if sh_degree is None else sh_degree
     if not 0 <= degree <= model_degree:
         raise ValueError(f"sh_degree must be in 0..{model_degree} (the run's SH degree), got {sh_degree}")
+    if num_gaussians is not None and not 1 <= num_gaussians <= n:
+        raise ValueError(f"num_gaussians must be in 1..{n} (the run's Gaussians), got {num_gaussians}")
+    if budget_bytes is not None and budget_bytes <= 0:
+        raise ValueError(f"budget must be a positive number of bytes, got {budget_bytes}")
+    if finetune_steps and scene.pipeline is None:
+        raise ValueError("fine-tuning needs the run's pipeline (a scene from read_scene)")
     options = CodecOptions(sh_degree=degree, codebook_size=codebook_size)
     metadata = {"config_yml": scene.config_path.read_text(), "step": scene.step}
-    if num_gaussians is not None:
-        if not 1 <= num_gaussians <= n:
-            raise ValueError(f"num_gaussians must be in 1..{n} (the run's Gaussians), got {num_gaussians}")
-        data, kept = encode_at(scene.params, scene.importance, num_gaussians, options, metadata), num_gaussians
-    else:
-        if budget_bytes <= 0:
-            raise ValueError(f"budget must be a positive number of bytes, got {budget_bytes}")
-        task = progress.add_task(f"Fitting {budget_bytes} bytes", total=None) if progress else None
-        result = encode_to_budget(scene.params, scene.importance, budget_bytes, options, metadata,
-                                  on_try=(lambda c, b: progress.advance(task)) if progress else None)  # fmt: skip
-        data, kept = result.data, result.num_gaussians
+    data, kept = _encode(scene.params, scene.importance, budget_bytes, num_gaussians, options, metadata, progress)
+    if finetune_steps:
+        from difix_ns.compression.finetune import finetune_gaussians
+
+        pruned = prune(scene.params, scene.importance, kept)
+        train = scene.pipeline.datamanager.train_dataset
+        tuned = finetune_gaussians(scene.pipeline.model, pruned, train, finetune_steps, progress=progress)
+        importance = scene.importance[kept_indices(scene.importance, kept)]
+        data, kept = _encode(tuned, importance, budget_bytes, num_gaussians, options, metadata, progress)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_bytes(data)
     ply = uncompressed_ply_bytes(n, model_degree)
     return {
         "bytes": len(data), "ply_bytes": ply, "ratio": ply / len(data), "num_gaussians": kept, "total_gaussians": n,
-        "sh_degree": degree, "encode_seconds": time.perf_counter() - start,
+        "sh_degree": degree, "finetune_steps": finetune_steps, "encode_seconds": time.perf_counter() - start,
         "seconds": scene.seconds + time.perf_counter() - start,
     }  # fmt: skip
 
@@ -181,12 +199,13 @@ def compress_scene(
 def compress_run(
     config_path: Path, out: Path, budget_bytes: Optional[int] = None, num_gaussians: Optional[int] = None,
     sh_degree: Optional[int] = None, codebook_size: int = 1024, importance_max_side: int = 256, progress=None,
+    finetune_steps: int = 0,
 ) -> Dict[str, object]:  # fmt: skip
     """`read_scene` then `compress_scene`: what `difix-ns compress` does."""
     if (budget_bytes is None) == (num_gaussians is None):
         raise ValueError("give exactly one of budget_bytes (--budget) and num_gaussians (--num-gaussians)")
     scene = read_scene(Path(config_path), importance_max_side, progress)
-    return compress_scene(scene, out, budget_bytes, num_gaussians, sh_degree, codebook_size, progress)
+    return compress_scene(scene, out, budget_bytes, num_gaussians, sh_degree, codebook_size, progress, finetune_steps)
 
 
 def relocated_config_yml(text: str, out: Path, name: str = "<config>") -> str:
@@ -306,6 +325,8 @@ class CompressConfig:
     """k-means codebook entries for the higher SH (used from 4 x this many Gaussians on)."""
     importance_max_side: int = 256
     """Training views are rendered at most this many pixels wide/high for the importance scores."""
+    finetune_steps: int = 0
+    """Fine-tune the Gaussians kept for this many steps on the training views before quantizing (0 = off)."""
 
     def main(self) -> None:
         from rich.console import Console
@@ -314,7 +335,8 @@ class CompressConfig:
         budget = parse_size(self.budget) if self.budget is not None else None
         with Progress(transient=True) as progress:
             summary = compress_run(self.load_config, self.out, budget, self.num_gaussians, self.sh_degree,
-                                   self.codebook_size, self.importance_max_side, progress)  # fmt: skip
+                                   self.codebook_size, self.importance_max_side, progress,
+                                   self.finetune_steps)  # fmt: skip
         Console().print(
             f"{self.out}: {summary['bytes']} bytes, {summary['ratio']:.1f}x smaller than the float32 PLY "
             f"({summary['ply_bytes']} bytes), {summary['num_gaussians']} of {summary['total_gaussians']} Gaussians "

@@ -19,7 +19,14 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-__all__ = ["between_cameras", "decoded_at_budget", "render_scene", "restorer_manifests", "write_manifest", "write_restoration_pairs"]
+__all__ = [
+    "between_cameras",
+    "decoded_at_budget",
+    "render_scene",
+    "restorer_manifests",
+    "write_manifest",
+    "write_restoration_pairs",
+]
 
 
 def between_cameras(cameras, per_view: int, seed: int = 0, neighbours: int = 3):
@@ -44,8 +51,9 @@ def between_cameras(cameras, per_view: int, seed: int = 0, neighbours: int = 3):
         near = np.argsort(gaps[i])[: min(neighbours, count - 1)]
         for _ in range(per_view):
             j, t = int(rng.choice(near)), float(rng.uniform(0.2, 0.8))
-            quat = quaternion_slerp(quaternion_from_matrix(c2w[i, :3, :3]), quaternion_from_matrix(c2w[j, :3, :3]), t)
-            pose = np.concatenate([quaternion_matrix(quat)[:3, :3], ((1 - t) * centers[i] + t * centers[j])[:, None]], 1)
+            start, end = (quaternion_from_matrix(c2w[k, :3, :3]) for k in (i, j))
+            rotation = quaternion_matrix(quaternion_slerp(start, end, t))[:3, :3]
+            pose = np.concatenate([rotation, ((1 - t) * centers[i] + t * centers[j])[:, None]], 1)
             poses.append(pose)
             sources.append(i)
     index = torch.tensor(sources)

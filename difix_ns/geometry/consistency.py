@@ -35,7 +35,9 @@ def multiview_consistency(
         raise ValueError(f"images must be [N, 3, H, W] with depths [N, H, W], got {tuple(images.shape)}, "
                          f"{tuple(depths.shape)}")  # fmt: skip
     if c2w.shape != (n, 3, 4) or intrinsics.shape != (n, 3, 3):
-        raise ValueError(f"c2w must be [N, 3, 4] and intrinsics [N, 3, 3], got {tuple(c2w.shape)}, {tuple(intrinsics.shape)}")
+        raise ValueError(
+            f"c2w must be [N, 3, 4] and intrinsics [N, 3, 3], got {tuple(c2w.shape)}, {tuple(intrinsics.shape)}"
+        )
     if n < 2 or neighbours < 1:
         raise ValueError(f"need at least 2 views and 1 neighbour, got {n} views and neighbours={neighbours}")
     centres = c2w[:, :, 3]

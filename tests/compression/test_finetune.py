@@ -1,0 +1,45 @@
+"""Fine-tune after pruning: the kept Gaussians fit the training views better, the file still fits its budget, and
+the run's own Gaussians are left as they were."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from difix_ns.compression import dequantize, unpack
+from difix_ns.compression.codec import prune
+from difix_ns.compression.command import compress_scene
+from difix_ns.compression.finetune import finetune_gaussians
+from difix_ns.compression.restoration import render_scene
+
+pytestmark = pytest.mark.slow
+
+
+def _training_psnr(scene, params) -> float:
+    dataset = scene.pipeline.datamanager.train_dataset
+    renders = render_scene(scene.pipeline.model, params, dataset.cameras)
+    errors = [np.mean((r - dataset.get_image_float32(i)[..., :3].numpy()) ** 2) for i, r in enumerate(renders)]
+    return float(-10 * np.log10(np.mean(errors)))
+
+
+def test_finetuning_the_kept_gaussians_fits_the_training_views_better(scene):
+    model = scene.pipeline.model
+    before = {k: v.detach().clone() for k, v in model.gauss_params.items()}
+    pruned = prune(scene.params, scene.importance, scene.params["means"].shape[0] // 4)
+    tuned = finetune_gaussians(model, pruned, scene.pipeline.datamanager.train_dataset, steps=40)
+    assert {k: v.shape for k, v in tuned.items()} == {k: v.shape for k, v in pruned.items()}
+    assert _training_psnr(scene, tuned) > _training_psnr(scene, pruned) + 0.2
+    for key, value in model.gauss_params.items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        finetune_gaussians(model, pruned, scene.pipeline.datamanager.train_dataset, steps=-1)
+
+
+def test_a_finetuned_file_still_fits_its_budget(scene, tmp_path):
+    plain = compress_scene(scene, tmp_path / "plain.dxs", budget_bytes=20000)
+    tuned = compress_scene(scene, tmp_path / "tuned.dxs", budget_bytes=20000, finetune_steps=20)
+    assert tuned["bytes"] == (tmp_path / "tuned.dxs").stat().st_size <= 20000
+    assert tuned["finetune_steps"] == 20 and tuned["num_gaussians"] <= plain["num_gaussians"]
+    decoded = {name: dequantize(unpack((tmp_path / f"{name}.dxs").read_bytes())[0]) for name in ("plain", "tuned")}
+    assert _training_psnr(scene, decoded["tuned"]) > _training_psnr(scene, decoded["plain"])
