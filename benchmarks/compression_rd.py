@@ -108,13 +108,30 @@ def _prepare_scene(name: str, args, work: Path) -> dict:
     return state
 
 
-def _restorer(name: str, manifests: List[Path], args, out: Path) -> Path:
+def _finetuned_files(state: dict, args, work: Path) -> List[dict]:
+    """The same budgets with `--finetune-steps` of fine-tuning after pruning; cached in work/<name>-finetuned.json."""
+    from difix_ns.compression.command import compress_scene, read_scene
+
+    cache = work / f"{state['name']}-finetuned.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    scene = read_scene(Path(state["config"]))
+    files = []
+    for f in state["files"]:
+        path = work / "files" / state["name"] / f"{f['target_ratio']:g}x-finetuned.dxs"
+        summary = compress_scene(scene, path, budget_bytes=f["budget"], finetune_steps=args.finetune_steps)
+        files.append({"target_ratio": f["target_ratio"], "file": str(path), **summary})
+    cache.write_text(json.dumps(files, indent=2))
+    return files
+
+
+def _restorer(name: str, manifests: List[Path], args, out: Path, width: int) -> Path:
     from difix_ns.training.train_fixer import TrainFixerConfig, train_fixer
 
     if (out / "fixer" / "config.json").is_file():
         return out / "fixer"
     config = TrainFixerConfig(
-        manifests=tuple(manifests), out=out, backend="nafnet", nafnet_width=args.restorer_width,
+        manifests=tuple(manifests), out=out, backend="nafnet", nafnet_width=width,
         steps=args.restorer_steps, max_seconds=args.restorer_seconds, crop_size=args.crop_size, batch_size=8,
         perceptual="off", val_every=max(50, args.restorer_steps // 4), save_every=10**9, seed=0,
     )  # fmt: skip
@@ -126,8 +143,9 @@ def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
 
 
-def _score_scene(state: dict, restorers: Dict[str, Path], work: Path) -> List[dict]:
-    """Every file of one scene decompressed with each restorer and evaluated."""
+def _score_scene(state: dict, restorers: Dict[str, Path], work: Path, finetuned: List[dict]) -> List[dict]:
+    """Every file of one scene decompressed with each restorer and evaluated (fine-tuned files: with the generic
+    restorer)."""
     from difix_ns.compression.command import decompress_file
 
     name = state["name"]
@@ -143,6 +161,14 @@ def _score_scene(state: dict, restorers: Dict[str, Path], work: Path) -> List[di
             metrics, _ = _evaluate(config, base_views)
             row.update({k: v for k, v in metrics.items() if "fixed" not in k})
             row.update({k.replace("fixed", mode): v for k, v in metrics.items() if "fixed" in k})
+        if finetuned:
+            tuned = next(t for t in finetuned if t["target_ratio"] == f["target_ratio"])
+            config, _ = decompress_file(Path(tuned["file"]), work / "decoded" / name / f"{f['target_ratio']:g}-ft",
+                                        restorers["generic"])  # fmt: skip
+            metrics, _ = _evaluate(config, base_views)
+            row.update({"finetuned_bytes": tuned["bytes"], "finetuned_num_gaussians": tuned["num_gaussians"],
+                        "finetuned_seconds": tuned["seconds"], "psnr_finetuned": metrics["psnr"],
+                        "ssim_finetuned": metrics["ssim"], "psnr_finetuned_generic": metrics["psnr_fixed"]})  # fmt: skip
         row["per_scene_bytes"] = row["bytes"] + _folder_bytes(restorers["per_scene"])
         row["per_scene_ratio"] = state["uncompressed"]["ply_bytes"] / row["per_scene_bytes"]
         rows.append(row)
@@ -163,6 +189,11 @@ def _figure(results: dict, out: Path) -> None:
         ax.plot([r["bytes"] for r in rows], [r["psnr_generic"] for r in rows], "s-", label="+ generic restorer")
         ax.plot([r["per_scene_bytes"] for r in rows], [r["psnr_per_scene"] for r in rows], "^-",
                 label="+ per-scene restorer (rate incl.)")  # fmt: skip
+        if "psnr_finetuned" in rows[0]:
+            ax.plot([r["finetuned_bytes"] for r in rows], [r["psnr_finetuned"] for r in rows], "v--",
+                    label="fine-tuned after pruning")  # fmt: skip
+            ax.plot([r["finetuned_bytes"] for r in rows], [r["psnr_finetuned_generic"] for r in rows], "D--",
+                    label="fine-tuned + generic restorer")  # fmt: skip
         ax.axhline(scene["uncompressed"]["psnr"], color="gray", linestyle="--", label="uncompressed")
         ax.set_xscale("log")
         ax.set_title(scene["name"])
@@ -201,6 +232,17 @@ def _report(results: dict, out: Path) -> None:
                 f"{r['psnr_per_scene']:.2f} | {r['per_scene_ratio']:.1f}x | {r['ssim']:.3f} / {r['ssim_generic']:.3f} / "
                 f"{r['ssim_per_scene']:.3f} | {r['seconds']:.1f} | {r['decompress_seconds']:.1f} |"
             )
+        if "psnr_finetuned" in scene["budgets"][0]:
+            lines += ["", f"Fine-tuned after pruning ({results['config']['finetune_steps']} steps), same budgets:", "",
+                      "| ratio | file (B) | Gaussians | PSNR | + generic restorer | loss vs uncompressed (restored) | "
+                      "SSIM | compress (s) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            for r in scene["budgets"]:
+                lines.append(
+                    f"| {base['ply_bytes'] / r['finetuned_bytes']:.1f}x "
+                    f"| {r['finetuned_bytes']} | {r['finetuned_num_gaussians']} | {r['psnr_finetuned']:.2f} | "
+                    f"{r['psnr_finetuned_generic']:.2f} | {base['psnr'] - r['psnr_finetuned_generic']:.2f} | "
+                    f"{r['ssim_finetuned']:.3f} | {r['finetuned_seconds']:.1f} |"
+                )
         lines.append("")
     (out / "report.md").write_text("\n".join(lines))
 
@@ -218,8 +260,12 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--novel-views", type=int, default=2)
     parser.add_argument("--restorer-seconds", type=float, default=100.0)
     parser.add_argument("--restorer-steps", type=int, default=3000)
-    parser.add_argument("--restorer-width", type=int, default=16)
+    parser.add_argument("--restorer-width", type=int, default=16, help="NAFNet width of the generic restorers")
+    parser.add_argument("--per-scene-width", type=int, default=8, help="NAFNet width of the per-scene restorers "
+                        "(their weights count in the rate)")
     parser.add_argument("--crop-size", type=int, default=48)
+    parser.add_argument("--finetune-steps", type=int, default=300, help="also compress with this many fine-tune "
+                        "steps after pruning (0 = skip)")
     args = parser.parse_args()
     names = [f"synth{s}" for s in args.seeds] + list(args.real)
     if len(names) < 2:
@@ -245,7 +291,8 @@ def main() -> None:
         for mode in ("generic", "per_scene"):
             start = time.perf_counter()
             sources = restorer_manifests(manifests, name, mode.replace("_", "-"))
-            timed[mode] = (_restorer(f"{mode} ({name})", sources, args, args.work / "restorers" / name / mode),
+            width = args.restorer_width if mode == "generic" else args.per_scene_width
+            timed[mode] = (_restorer(f"{mode} ({name})", sources, args, args.work / "restorers" / name / mode, width),
                            time.perf_counter() - start)  # fmt: skip
         restorers = {mode: path for mode, (path, _) in timed.items()}
         summary = {m: json.loads((p.parent / "summary.json").read_text()) for m, p in restorers.items()}
@@ -256,7 +303,8 @@ def main() -> None:
             "per_scene_seconds": summary["per_scene"].get("seconds", timed["per_scene"][1]),
             "restorer_summaries": summary,
             "per_scene_restorer_bytes": _folder_bytes(restorers["per_scene"]),
-            "budgets": _score_scene(state, restorers, args.work),
+            "budgets": _score_scene(state, restorers, args.work,
+                                    _finetuned_files(state, args, args.work) if args.finetune_steps else []),
         })  # fmt: skip
     results = {
         "command": "python benchmarks/compression_rd.py " + " ".join(sys.argv[1:]),
