@@ -143,6 +143,9 @@ class SuperResConfig:
     """Give the back-end the current HR render of each view (3DSR); off: per-frame SR of the LR views only."""
     color_fix: bool = True
     """Replace the low frequencies of each SR target by those of the bicubic-upsampled LR view (colour fix)."""
+    densify_fraction: float = 0.5
+    """Splatfacto's densification (split, clone, prune, opacity reset) runs in this first fraction of each SR round
+    only, as in 3DSR (0.5); the LR stage densifies throughout. 1.0: whole rounds."""
     self_sr: SelfSuperResConfig = field(default_factory=SelfSuperResConfig)
     """Settings of the `self` back-end."""
     difix: DifixSuperResConfig = field(default_factory=DifixSuperResConfig)
@@ -162,6 +165,15 @@ class SuperResConfig:
             return 0
         return min(self.rounds, 1 + (step - self.lr_iterations) // self.iterations_per_round)
 
+    def densify_at(self, step: int) -> bool:
+        """Whether densification runs at training step `step`: throughout the LR stage, in the first
+        `densify_fraction` of each SR round, never past the schedule."""
+        if step < self.lr_iterations:
+            return True
+        if step >= self.total_iterations:
+            return False
+        return (step - self.lr_iterations) % self.iterations_per_round < self.densify_fraction * self.iterations_per_round
+
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
         if isinstance(self.factor, bool) or not isinstance(self.factor, int) or self.factor < 1:
@@ -172,6 +184,8 @@ class SuperResConfig:
                 raise ValueError(f"superres.{name} must be a positive integer, got {value!r}")
         if not self.lambda_lr >= 0:
             raise ValueError(f"superres.lambda_lr must be >= 0, got {self.lambda_lr!r}")
+        if not 0.0 <= self.densify_fraction <= 1.0:
+            raise ValueError(f"superres.densify_fraction must be in [0, 1], got {self.densify_fraction!r}")
         if not 0.0 <= self.ssim_weight <= 1.0:
             raise ValueError(f"superres.ssim_weight must be in [0, 1], got {self.ssim_weight!r}")
         if self.backend not in BACKENDS:

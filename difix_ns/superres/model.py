@@ -10,7 +10,7 @@ evaluation scores the 3D scene's own renders.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Type
+from typing import Callable, Dict, Optional, Type
 
 from torch import Tensor
 
@@ -39,6 +39,15 @@ class Sr3dSplatfactoModel(DifixSplatfactoModel):
     lambda_lr: float = 1.0
     last_lr_term: Optional[Dict[str, object]] = None
     """Sizes that entered the last LR term (render and LR view), for inspection."""
+
+    densify_at: Optional[Callable[[int], bool]] = None
+    """Steps at which splatfacto's densification runs (the pipeline's `SuperResConfig.densify_at`); None: always."""
+
+    def step_post_backward(self, step):
+        # 3DSR stops densifying half-way through each round: the late steps of a round refine the Gaussians that
+        # the round's SR targets asked for, without growing new ones on their last hallucinations.
+        if self.densify_at is None or self.densify_at(step):
+            super().step_post_backward(step)
 
     def set_loss_weights(self, ssim_weight: float, lambda_lr: float) -> None:
         """The pipeline's `superres.ssim_weight` and `superres.lambda_lr`."""

@@ -67,6 +67,7 @@ class Sr3dPipeline(VanillaPipeline):
         sr = config.superres
         self.datamanager.set_factor(sr.factor)
         self.model.set_loss_weights(sr.ssim_weight, sr.lambda_lr)
+        self.model.densify_at = sr.densify_at
         self.sr_round = 0
         self.target_files: List[str] = []
         self.backend_path: Optional[Path] = None

@@ -134,6 +134,20 @@ def test_each_round_trains_on_its_targets_and_the_lr_term_is_at_lr_size(trained)
     assert tuple(pipeline.model(camera)["rgb"].shape) == (HR // 2, HR // 2, 3)
 
 
+def test_densification_stops_half_way_through_each_round(trained):
+    _, run, _ = trained
+    pipeline = _pipeline_at(run / "config.yml", run / "nerfstudio_models" / "step-000000008.ckpt")
+    model, schedule = pipeline.model, pipeline.config.superres
+    calls = []
+    model.optimizers, model.info = {}, {}  # what the trainer's step callback and a forward would set
+    model.strategy.step_post_backward = lambda **kwargs: calls.append(kwargs["step"])
+    for step in range(schedule.total_iterations + 2):
+        model.step = step
+        model.step_post_backward(step)
+    assert calls == [s for s in range(schedule.total_iterations + 2) if schedule.densify_at(s)]
+    assert 0 < len(calls) < schedule.total_iterations, "some round steps do not densify"
+
+
 def test_load_dir_resumes_at_the_right_round(trained, scene):
     _, run, tmp = trained
     result, resumed = _train(scene, tmp / "resumed", tmp, 5, f"--load-dir={run / 'nerfstudio_models'}", "--load-step=8")

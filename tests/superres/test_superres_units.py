@@ -37,6 +37,15 @@ def test_schedule_lr_stage_then_rounds():
     assert config.total_iterations == 14
 
 
+def test_densification_runs_in_the_lr_stage_and_the_first_half_of_each_round():
+    config = SuperResConfig(lr_iterations=6, rounds=2, iterations_per_round=4)
+    assert [config.densify_at(s) for s in range(16)] == [True] * 8 + [False] * 2 + [True] * 2 + [False] * 4
+    whole = SuperResConfig(lr_iterations=6, rounds=2, iterations_per_round=4, densify_fraction=1.0)
+    assert [whole.densify_at(s) for s in range(16)] == [True] * 14 + [False] * 2
+    with pytest.raises(ValueError, match="densify_fraction"):
+        SuperResConfig(densify_fraction=1.5).validate()
+
+
 def _ssim(a, b):
     from pytorch_msssim import SSIM
 
