@@ -49,6 +49,7 @@ __all__ = [
     "DifixFullImageDatamanagerConfig",
     "DifixVanillaDataManager",
     "DifixVanillaDataManagerConfig",
+    "ValidatedDatamanager",
     "validate_data",
 ]
 
@@ -83,6 +84,27 @@ def validate_data(config: DataManagerConfig, test_mode: str) -> None:
     except DatasetError:
         install_user_error_hook()
         raise
+
+
+class ValidatedDatamanager:
+    """Mixin listed before a nerfstudio data manager: `validate_data` runs before nerfstudio's constructor parses
+    the dataset and caches any image; `_after_init` then sets the subclass's own state."""
+
+    def __init__(
+        self,
+        config: DataManagerConfig,
+        device: Union[torch.device, str] = "cpu",
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        **kwargs,
+    ) -> None:
+        validate_data(config, test_mode)
+        super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
+        self._after_init()
+
+    def _after_init(self) -> None:
+        """The subclass's state, once nerfstudio's constructor has loaded the data."""
 
 
 def _check_fraction(value: float) -> None:
@@ -135,23 +157,13 @@ class DifixFullImageDatamanagerConfig(FullImageDatamanagerConfig):
     """Check every image, camera and split before loading (one error listing every problem with its file name)."""
 
 
-class DifixFullImageDatamanager(FullImageDatamanager, Generic[TDataset]):
+class DifixFullImageDatamanager(ValidatedDatamanager, FullImageDatamanager, Generic[TDataset]):
     """Real training images and pseudo views, whole-image batches (see module docstring)."""
 
     config: DifixFullImageDatamanagerConfig
 
-    def __init__(
-        self,
-        config: DifixFullImageDatamanagerConfig,
-        device: Union[torch.device, str] = "cpu",
-        test_mode: Literal["test", "val", "inference"] = "val",
-        world_size: int = 1,
-        local_rank: int = 0,
-        **kwargs,
-    ) -> None:
-        validate_data(config, test_mode)  # before nerfstudio parses and caches the images
-        super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
-        self._pseudo = _PseudoViewHolder(config.pseudo_fraction, config.train_cameras_sampling_seed)
+    def _after_init(self) -> None:
+        self._pseudo = _PseudoViewHolder(self.config.pseudo_fraction, self.config.train_cameras_sampling_seed)
 
     @property
     def pseudo_views(self) -> Optional[PseudoViews]:
@@ -211,24 +223,14 @@ def _cat_ray_bundles(a: RayBundle, b: RayBundle) -> RayBundle:
     return RayBundle(**values)
 
 
-class DifixVanillaDataManager(VanillaDataManager, Generic[TDataset]):
+class DifixVanillaDataManager(ValidatedDatamanager, VanillaDataManager, Generic[TDataset]):
     """Real training images and pseudo views, ray batches (see module docstring)."""
 
     config: DifixVanillaDataManagerConfig
 
-    def __init__(
-        self,
-        config: DifixVanillaDataManagerConfig,
-        device: Union[torch.device, str] = "cpu",
-        test_mode: Literal["test", "val", "inference"] = "val",
-        world_size: int = 1,
-        local_rank: int = 0,
-        **kwargs,
-    ) -> None:
-        validate_data(config, test_mode)  # before nerfstudio parses and caches the images
-        super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
-        self._pseudo = _PseudoViewHolder(config.pseudo_fraction, config.pseudo_sampling_seed)
-        self._pseudo_generator = torch.Generator().manual_seed(config.pseudo_sampling_seed)
+    def _after_init(self) -> None:
+        self._pseudo = _PseudoViewHolder(self.config.pseudo_fraction, self.config.pseudo_sampling_seed)
+        self._pseudo_generator = torch.Generator().manual_seed(self.config.pseudo_sampling_seed)
 
     @property
     def pseudo_views(self) -> Optional[PseudoViews]:

@@ -11,7 +11,7 @@ batches then depend on the SR targets set with `set_targets`:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Generic, List, Literal, Optional, Tuple, Type, Union
+from typing import Dict, Generic, List, Optional, Tuple, Type
 
 import torch
 from jaxtyping import Float, UInt8
@@ -20,7 +20,7 @@ from nerfstudio.data.datamanagers.base_datamanager import TDataset
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 from torch import Tensor
 
-from difix_ns.data.datamanagers import validate_data
+from difix_ns.data.datamanagers import ValidatedDatamanager
 from difix_ns.superres.config import check_lr_size
 from difix_ns.superres.ops import downsample, lr_size
 
@@ -36,22 +36,12 @@ class Sr3dDatamanagerConfig(FullImageDatamanagerConfig):
     """Check every image, camera and split before loading (one error listing every problem with its file name)."""
 
 
-class Sr3dDatamanager(FullImageDatamanager, Generic[TDataset]):
+class Sr3dDatamanager(ValidatedDatamanager, FullImageDatamanager, Generic[TDataset]):
     """HR dataset, LR views and SR targets (see module docstring)."""
 
     config: Sr3dDatamanagerConfig
 
-    def __init__(
-        self,
-        config: Sr3dDatamanagerConfig,
-        device: Union[torch.device, str] = "cpu",
-        test_mode: Literal["test", "val", "inference"] = "val",
-        world_size: int = 1,
-        local_rank: int = 0,
-        **kwargs,
-    ) -> None:
-        validate_data(config, test_mode)
-        super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
+    def _after_init(self) -> None:
         self.factor: Optional[int] = None
         self._lr_images: Optional[List[Tensor]] = None
         self._targets: Optional[List[Tensor]] = None
