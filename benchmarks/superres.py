@@ -8,7 +8,7 @@ manager) with the same total number of 3DGS steps:
   (iii) per-frame: splatfacto on per-frame SR of the LR views by the back-end (no render conditioning, no LR term,
                    one round);
   (iv)  sr3d:      sr3d-splatfacto: LR stage, then K rounds of SR conditioned on the render + the LR term.
-The `self` back-end (the default) is trained once per run that uses it, within its time budget.
+The `self` back-end (the default) is trained once per run that uses it, for a fixed number of steps.
 
 Scores: PSNR/SSIM of the held-out views at HR (`evaluation.evaluate_views`, nerfstudio's metrics as ns-eval), wall
 time, and the 3D consistency of each recipe's last SR training targets (`geometry.multiview_consistency`: PSNR
@@ -144,9 +144,8 @@ def run_scene(scene: str, args, work: Path) -> Dict[str, dict]:
     common = [f"--pipeline.superres.factor={args.factor}", *budget_args(args.iterations),
               *splatfacto_schedule_args(args.iterations)]  # fmt: skip
     backend = [f"--pipeline.superres.backend={args.backend}"]
-    if args.backend == "self":
-        backend += [f"--pipeline.superres.self-sr.max-seconds={args.self_seconds}",
-                    "--pipeline.superres.self-sr.steps=100000"]  # fmt: skip
+    if args.backend == "self":  # a step budget: the same network whatever else the machine runs
+        backend += ["--pipeline.superres.self-sr.max-seconds=None", f"--pipeline.superres.self-sr.steps={args.self_steps}"]
     results, first_views = {}, {}
     for name, options in recipes(args.iterations, args.lr_iterations, args.rounds, backend).items():
         print(f"superres benchmark: {scene} {name}", flush=True)
@@ -204,7 +203,7 @@ def main() -> None:
     parser.add_argument("--lr-iterations", type=int, default=300, help="LR stage of sr3d (iv)")
     parser.add_argument("--rounds", type=int, default=3, help="SR rounds of sr3d (iv)")
     parser.add_argument("--backend", default="self", help="SR back-end of (iii) and (iv)")
-    parser.add_argument("--self-seconds", type=float, default=60.0, help="time budget of the self back-end")
+    parser.add_argument("--self-steps", type=int, default=400, help="training steps of the self back-end")
     args = parser.parse_args()
 
     work = args.work.resolve()
