@@ -4,15 +4,17 @@ real captures (CPU).
 Per scene: a difix-splatfacto run (fixer stages off) is trained with ns-train on the scene's training views, read
 and scored once, and compressed at budgets of PLY size / each `--ratios` value. Restoration pairs (compressed
 render, uncompressed render at the training cameras and novel cameras between them; `compression.restoration`) are
-written for every scene, and two NAFNet restorers are trained per scene with `train_fixer` (equal time budgets):
-**generic** on the pairs of the *other* scenes only (NiFi's setting; not counted in the rate) and **per-scene**
-on its own pairs (its weight files counted in the rate). Each file is decompressed into a run folder with each
+written for every scene (with clean pairs: the uncompressed render as its own input), and two NAFNet restorers
+are trained per scene with `train_fixer` (equal step budgets): **generic** on the pairs of the *other* scenes only
+(at most `--generic-pairs-per-scene` of each; NiFi's setting; not counted in the rate) and **per-scene** on its
+own pairs (its weight files counted in the rate). The same budgets are also compressed with `--finetune-steps`
+of fine-tuning after pruning. Each file is decompressed into a run folder with each
 restorer as its post-processing fixer (`difix-ns decompress --restorer`) and evaluated on the held-out views with
 nerfstudio's metrics (`evaluation.evaluate_views`: `psnr` = compressed, `psnr_fixed` = restored). Writes
 results.json, report.md and rd.png. Work (datasets, runs, files, pairs, restorers) goes to `--work` and is
 reused when it exists, so an interrupted run resumes.
 
-    .venv/bin/python benchmarks/compression_rd.py --seeds 0 1 --real fruit beer --downscale 12
+    .venv/bin/python benchmarks/compression_rd.py --seeds 0 1 --real fruit beer
 """
 
 from __future__ import annotations
@@ -125,11 +127,28 @@ def _finetuned_files(state: dict, args, work: Path) -> List[dict]:
     return files
 
 
+def _capped_manifest(manifests: List[Path], cap: int, out: Path) -> Path:
+    """One manifest (absolute paths) with at most `cap` pairs of each source, drawn evenly (seeded): every scene
+    weighs about the same in a generic restorer, however many views it has."""
+    from difix_ns.data.curate import read_manifest
+    from difix_ns.compression.restoration import write_manifest
+
+    records = []
+    for manifest in manifests:
+        mine = read_manifest(manifest)
+        keep = np.random.default_rng(0).permutation(len(mine))[:cap]
+        records += [mine[i] for i in sorted(keep)]
+    out.mkdir(parents=True, exist_ok=True)
+    return write_manifest(records, out)
+
+
 def _restorer(name: str, manifests: List[Path], args, out: Path, width: int) -> Path:
     from difix_ns.training.train_fixer import TrainFixerConfig, train_fixer
 
     if (out / "fixer" / "config.json").is_file():
         return out / "fixer"
+    if len(manifests) > 1 and args.generic_pairs_per_scene:
+        manifests = [_capped_manifest(manifests, args.generic_pairs_per_scene, out / "pairs")]
     config = TrainFixerConfig(
         manifests=tuple(manifests), out=out, backend="nafnet", nafnet_width=width,
         steps=args.restorer_steps, max_seconds=args.restorer_seconds, crop_size=args.crop_size, batch_size=8,
@@ -256,15 +275,18 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--downscale", type=int, default=12)
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--ratios", type=float, nargs="+", default=[25, 50, 100, 200])
+    parser.add_argument("--ratios", type=float, nargs="+", default=[50, 100, 200, 400])
     parser.add_argument("--novel-views", type=int, default=2)
-    parser.add_argument("--restorer-seconds", type=float, default=100.0)
-    parser.add_argument("--restorer-steps", type=int, default=3000)
+    parser.add_argument("--restorer-seconds", type=float, default=None, help="time budget of each restorer (default "
+                        "none: --restorer-steps only, so the restorers do not depend on the machine's load)")
+    parser.add_argument("--restorer-steps", type=int, default=600)
+    parser.add_argument("--generic-pairs-per-scene", type=int, default=300, help="at most this many pairs of each "
+                        "other scene in a generic restorer's training set (0 = all)")
     parser.add_argument("--restorer-width", type=int, default=16, help="NAFNet width of the generic restorers")
     parser.add_argument("--per-scene-width", type=int, default=8, help="NAFNet width of the per-scene restorers "
                         "(their weights count in the rate)")
     parser.add_argument("--crop-size", type=int, default=48)
-    parser.add_argument("--finetune-steps", type=int, default=300, help="also compress with this many fine-tune "
+    parser.add_argument("--finetune-steps", type=int, default=200, help="also compress with this many fine-tune "
                         "steps after pruning (0 = skip)")
     args = parser.parse_args()
     names = [f"synth{s}" for s in args.seeds] + list(args.real)
@@ -298,7 +320,8 @@ def main() -> None:
         summary = {m: json.loads((p.parent / "summary.json").read_text()) for m, p in restorers.items()}
         scenes.append({
             **{k: state[k] for k in ("name", "uncompressed", "pairs", "pairs_seconds", "read_seconds")},
-            "generic_scenes": others, "generic_pairs": sum(states[n]["pairs"] for n in others),
+            "generic_scenes": others, "generic_pairs": sum(min(states[n]["pairs"], args.generic_pairs_per_scene or states[n]["pairs"])
+                                                                for n in others),
             "generic_seconds": summary["generic"].get("seconds", timed["generic"][1]),
             "per_scene_seconds": summary["per_scene"].get("seconds", timed["per_scene"][1]),
             "restorer_summaries": summary,

@@ -106,10 +106,12 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 def write_restoration_pairs(
     scene, out: Path, ratios: Sequence[float], novel_per_view: int = 2, unit: str = "compression", seed: int = 0,
-    source_scene: Optional[str] = None, progress=None,
+    source_scene: Optional[str] = None, progress=None, clean_pairs: bool = True,
 ) -> List[dict]:  # fmt: skip
     """Pairs (compressed render, uncompressed render) of a read splat run (`command.read_scene`) at budgets of the
-    float32 PLY size / each ratio, at its training cameras and `novel_per_view` novel cameras per training camera.
+    float32 PLY size / each ratio, at its training cameras and `novel_per_view` novel cameras per training camera;
+    with `clean_pairs`, also (uncompressed render, itself) at the same cameras (`ratio` 1.0): a restorer then
+    learns to leave a render without artifacts alone (a lightly compressed scene, or a scene it never saw).
 
     Writes `out/pairs/<unit>/ratio-<r>/*_{degraded,clean}.png` and returns curation records (paths relative to
     `out`; `strategy` "compression", `camera` "train" or "novel", `ratio`, `bytes`, `num_gaussians`)."""
@@ -128,14 +130,19 @@ def write_restoration_pairs(
         cameras.append(("novel", novel, [f"novel{k:04d}" for k in range(novel.shape[0])]))
     clean = {kind: render_scene(model, None, cams) for kind, cams, _ in cameras}
     ply = uncompressed_ply_bytes(scene.params["means"].shape[0], int(scene.config.pipeline.model.sh_degree))
-    task = progress.add_task("Compressed renders", total=len(ratios)) if progress else None
+    task = progress.add_task("Compressed renders", total=len(ratios) + int(clean_pairs)) if progress else None
     records = []
-    for ratio in sorted(ratios):
-        decoded = decoded_at_budget(scene, int(ply / ratio))
+    levels = ([1.0] if clean_pairs else []) + sorted(ratios)
+    for ratio in levels:
+        decoded = decoded_at_budget(scene, int(ply / ratio)) if ratio > 1 else {"params": None, "bytes": ply,
+                                                                              "num_gaussians": len(scene.importance)}
         folder = Path(out) / "pairs" / unit / f"ratio-{ratio:g}"
         for kind, cams, stems in cameras:
-            for stem, degraded, target in zip(stems, render_scene(model, decoded["params"], cams), clean[kind]):
+            renders = render_scene(model, decoded["params"], cams) if ratio > 1 else clean[kind]
+            for stem, degraded, target in zip(stems, renders, clean[kind]):
                 paths = {k: folder / f"{stem}_{k}.png" for k in ("degraded", "clean")}
+                if ratio == 1.0:
+                    paths["degraded"] = paths["clean"]
                 _save_png(degraded, paths["degraded"])
                 _save_png(target, paths["clean"])
                 rel = {k: str(p.relative_to(out)) for k, p in paths.items()}
@@ -145,7 +152,7 @@ def write_restoration_pairs(
                     "bytes": decoded["bytes"], "num_gaussians": decoded["num_gaussians"],
                     "source_scene": source_scene or str(scene.config_path), "step": scene.step,
                     "height": int(target.shape[0]), "width": int(target.shape[1]),
-                    "psnr_degraded": psnr(degraded, target),
+                    "psnr_degraded": psnr(degraded, target) if ratio > 1 else None,  # identical: infinite
                 })  # fmt: skip
         if progress:
             progress.advance(task)

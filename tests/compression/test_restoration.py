@@ -61,7 +61,8 @@ def pairs(scene, tmp_path_factory):
 def test_pairs_are_the_decoded_file_against_the_full_scene(scene, pairs, tmp_path):
     out, records, _ = pairs
     views = len(scene.pipeline.datamanager.train_dataset)
-    assert len(records) == 2 * 2 * views, "2 ratios x (training + 1 novel camera per training camera)"
+    assert len(records) == 3 * 2 * views, "clean + 2 ratios, each at the training + 1 novel camera per view"
+    assert all(r["degraded"] == r["clean"] for r in records if r["ratio"] == 1.0)
     for ratio in (10.0, 40.0):
         file = compress_scene(scene, tmp_path / "f.dxs", budget_bytes=_budget(scene, ratio))
         mine = [r for r in records if r["ratio"] == ratio]

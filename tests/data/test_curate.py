@@ -160,7 +160,9 @@ def test_compression_pairs_come_from_the_real_codec_at_each_ratio(self_fixer_run
                                  compression_novel_views=1))  # fmt: skip
     records = [r for r in read_manifest(result.manifest) if r["strategy"] == "compression"]
     train = [r for r in records if r["camera"] == "train"]
-    assert len(train) == 2 * 6 and len(records) == 2 * len(train), "each ratio: 6 training + 6 novel cameras"
+    assert len(train) == 3 * 6 and len(records) == 2 * len(train), "each level: 6 training + 6 novel cameras"
+    clean = [r for r in records if r["ratio"] == 1.0]
+    assert len(clean) == 12 and all(r["degraded"] == r["clean"] for r in clean), "clean pairs: the render itself"
     by_ratio = {ratio: [r for r in records if r["ratio"] == ratio] for ratio in (20.0, 80.0)}
     assert by_ratio[80.0][0]["bytes"] < by_ratio[20.0][0]["bytes"]
     assert by_ratio[80.0][0]["num_gaussians"] < by_ratio[20.0][0]["num_gaussians"]
