@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Dict, List
@@ -142,7 +143,7 @@ def run_scene(scene: str, args, work: Path) -> Dict[str, dict]:
 
     data = scene_dataset(scene, args, work)
     common = [f"--pipeline.superres.factor={args.factor}", *budget_args(args.iterations),
-              *splatfacto_schedule_args(args.iterations)]  # fmt: skip
+              *splatfacto_schedule_args(args.iterations), *shlex.split(args.ns_train_args)]  # fmt: skip
     backend = [f"--pipeline.superres.backend={args.backend}"]
     if args.backend == "self":  # a step budget: the same network whatever else the machine runs
         backend += ["--pipeline.superres.self-sr.max-seconds=None", f"--pipeline.superres.self-sr.steps={args.self_steps}"]
@@ -204,6 +205,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="SR rounds of sr3d (iv)")
     parser.add_argument("--backend", default="self", help="SR back-end of (iii) and (iv)")
     parser.add_argument("--self-steps", type=int, default=400, help="training steps of the self back-end")
+    parser.add_argument("--ns-train-args", default="", help="extra ns-train options of every recipe, one string")
     args = parser.parse_args()
 
     work = args.work.resolve()
