@@ -32,11 +32,6 @@ import numpy as np
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
-
-
 def _dataset(name: str, args, work: Path) -> Path:
     """The scene's dataset under work/ (synthetic `synth<seed>`, or a real capture derived, never written into)."""
     folder = work / "scenes" / name
@@ -65,6 +60,7 @@ def _train(name: str, data: Path, args, work: Path) -> Path:
 def _evaluate(config_path: Path, reference=None) -> Dict[str, float]:
     """Mean held-out metrics of a run (`_fixed` = restored); PSNR to the uncompressed run's renders when given."""
     from difix_ns.evaluation import evaluate_views
+    from difix_ns.metrics import psnr as _psnr
 
     views = evaluate_views(config_path, description=f"Evaluating {config_path.parent.name}")
     keys = [k for k in views[0].metrics if k.split("_")[0] in ("psnr", "ssim", "lpips") and "masked" not in k]

@@ -141,10 +141,11 @@ def write_restoration_pairs(
             renders = render_scene(model, decoded["params"], cams) if ratio > 1 else clean[kind]
             for stem, degraded, target in zip(stems, renders, clean[kind]):
                 paths = {k: folder / f"{stem}_{k}.png" for k in ("degraded", "clean")}
-                if ratio == 1.0:
-                    paths["degraded"] = paths["clean"]
-                _save_png(degraded, paths["degraded"])
                 _save_png(target, paths["clean"])
+                if ratio == 1.0:  # a clean pair: the input is the target's own file
+                    paths["degraded"] = paths["clean"]
+                else:
+                    _save_png(degraded, paths["degraded"])
                 rel = {k: str(p.relative_to(out)) for k, p in paths.items()}
                 records.append({
                     "id": f"{unit}/{stem}@{ratio:g}x", **rel, "reference": rel["degraded"], "view": stem,
