@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional, Tuple, Union
 
 import torch
+
+from difix_ns.hub import is_offline as _is_offline  # noqa: F401 - fixers.config checks offline through it
+from difix_ns.hub import snapshot_or_raise
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -58,14 +60,9 @@ HUB_FILE_PATTERNS = [
     "tokenizer/*",
 ]
 _OWN_CLASS = "DifixFixer"
-_OFFLINE_VALUES = {"1", "ON", "YES", "TRUE"}
 
 
 # ------------------------------------------------------------------------------------------------ locating
-def _is_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _OFFLINE_VALUES
-
-
 def _looks_like_repo_id(text: str) -> bool:
     parts = text.split("/")
     return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and "\\" not in text
@@ -82,24 +79,10 @@ def resolve_difix_source(
         return path
     if not _looks_like_repo_id(str(source)):
         raise FileNotFoundError(f"Difix checkpoint folder not found and not a Hugging Face id: {source}")
-    from huggingface_hub import snapshot_download
-
-    offline = _is_offline()
-    try:
-        folder = snapshot_download(
-            repo_id=str(source),
-            revision=revision,
-            cache_dir=None if cache_dir is None else str(cache_dir),
-            local_files_only=offline,
-            allow_patterns=HUB_FILE_PATTERNS,
-        )
-    except Exception as err:  # noqa: BLE001 - re-raised with the context a user needs
-        where = "the local Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "the Hugging Face Hub"
-        raise FileNotFoundError(
-            f"could not get Difix checkpoint {source!r} from {where}: {type(err).__name__}: {err}. "
-            f"Download it where there is network (`huggingface-cli download {source}`) or pass a local folder."
-        ) from err
-    return Path(folder)
+    return snapshot_or_raise(
+        str(source), setting="Difix checkpoint", revision=revision, cache_dir=cache_dir,
+        allow_patterns=HUB_FILE_PATTERNS, error_type=FileNotFoundError,
+    )  # fmt: skip
 
 
 def _weights_file(folder: Path, stems: tuple[str, ...]) -> Optional[Path]:

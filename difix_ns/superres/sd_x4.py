@@ -26,7 +26,6 @@ and every draw uses a generator seeded by (seed, view, round), so a resumed run 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -35,6 +34,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from difix_ns.errors import UserError
+from difix_ns.hub import snapshot_or_raise
 from difix_ns.superres.base import SuperResBackend
 from difix_ns.superres.config import SdX4SuperResConfig
 from difix_ns.superres.ops import downsample, upsample
@@ -126,20 +126,9 @@ def resolve_upscaler_source(source: str, cache_dir: Optional[Path] = None) -> Pa
     parts = str(source).split("/")
     if len(parts) != 2 or not all(parts) or str(source).startswith((".", "~")):
         raise UserError(f"superres.sd_x4.checkpoint {source!r} is neither a folder nor a Hugging Face id")
-    from huggingface_hub import snapshot_download
-
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
-    try:
-        folder = snapshot_download(
-            repo_id=str(source), cache_dir=None if cache_dir is None else str(cache_dir),
-            local_files_only=offline, allow_patterns=_HUB_PATTERNS,
-        )  # fmt: skip
-    except Exception as err:  # noqa: BLE001 - re-raised with what the user can do
-        where = "the local Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "the Hugging Face Hub"
-        raise UserError(
-            f"superres.sd_x4.checkpoint {source!r} could not be taken from {where} ({type(err).__name__}). Download "
-            f"it where there is network (`huggingface-cli download {source}`) or pass a local folder."
-        ) from None
+    folder = snapshot_or_raise(
+        str(source), setting="superres.sd_x4.checkpoint", cache_dir=cache_dir, allow_patterns=_HUB_PATTERNS
+    )
     if not (Path(folder) / "model_index.json").is_file():
         raise UserError(f"superres.sd_x4.checkpoint {source!r}: the snapshot {folder} has no model_index.json")
     return Path(folder)
