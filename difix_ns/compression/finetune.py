@@ -33,7 +33,7 @@ def finetune_gaussians(model, params: Dict[str, np.ndarray], dataset, steps: int
     """`params` (numpy, keys of `gauss_params`) after `steps` Adam steps on random training views of `dataset`
     (nerfstudio InputDataset with cameras), rendered by the splat `model`. The model's own Gaussians are restored
     afterwards. Returns float32 numpy arrays of the same shapes."""
-    from difix_ns.superres.ops import photometric_loss
+    from difix_ns.training.losses import photometric_loss
 
     if steps < 0:
         raise ValueError(f"fine-tune steps must be >= 0, got {steps}")

@@ -15,7 +15,8 @@ from typing import Callable, Dict, Optional, Type
 from torch import Tensor
 
 from difix_ns.models.difix_splatfacto import DifixSplatfactoModel, DifixSplatfactoModelConfig
-from difix_ns.superres.ops import photometric_loss, sr3d_loss
+from difix_ns.superres.ops import sr3d_loss
+from difix_ns.training.losses import photometric_loss
 
 __all__ = ["Sr3dSplatfactoModel", "Sr3dSplatfactoModelConfig"]
 

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["color_fix", "downsample", "lr_size", "photometric_loss", "sr3d_loss", "upsample"]
+from difix_ns.training.losses import photometric_loss
+
+__all__ = ["color_fix", "downsample", "lr_size", "sr3d_loss", "upsample"]
 
 
 def lr_size(height: int, width: int, factor: int) -> Tuple[int, int]:
@@ -34,18 +36,6 @@ def color_fix(sr: Float[Tensor, "B 3 H W"], lr: Float[Tensor, "B 3 h w"]) -> Flo
     size = tuple(sr.shape[-2:])
     low = upsample(downsample(sr, tuple(lr.shape[-2:])), size)
     return (sr - low + upsample(lr, size)).clamp(0.0, 1.0)
-
-
-def photometric_loss(
-    pred: Float[Tensor, "H W 3"], target: Float[Tensor, "H W 3"], ssim_weight: float, ssim: Callable
-) -> Tensor:
-    """(1 - w) L1 + w (1 - SSIM), splatfacto's main loss with w = `ssim_weight`; `ssim` maps two [1,3,H,W]
-    images to a scalar SSIM (splatfacto's `model.ssim`)."""
-    if pred.shape != target.shape:
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape")
-    l1 = (pred - target).abs().mean()
-    d_ssim = 1.0 - ssim(target.permute(2, 0, 1)[None], pred.permute(2, 0, 1)[None])
-    return (1.0 - ssim_weight) * l1 + ssim_weight * d_ssim
 
 
 def sr3d_loss(

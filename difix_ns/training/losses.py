@@ -1,4 +1,5 @@
-"""Fixer training losses: L2, SSIM, LPIPS (VGG) and the VGG16 Gram-matrix (style) loss of Difix3D+.
+"""Training losses: L2, SSIM, LPIPS (VGG) and the VGG16 Gram-matrix (style) loss of Difix3D+ for the fixer, and
+splatfacto's photometric loss (L1 + SSIM) for Gaussians (super-resolution rounds, compression fine-tuning).
 
 Difix3D+ (Wu et al., CVPR 2025) trains with L = L2 + LPIPS + 0.5 * L_Gram, the Gram loss on VGG16 relu1_2, relu2_2,
 relu3_3, relu4_3 and relu5_3, switched on after a warm-up. LPIPS and Gram need torchvision's ImageNet VGG16
@@ -11,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 from urllib.parse import urlparse
 
 import torch
@@ -19,7 +20,15 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-__all__ = ["FixerLoss", "GramVGG16", "gram_matrix", "perceptual_weights_available", "ssim", "vgg16_weights_path"]
+__all__ = [
+    "FixerLoss",
+    "GramVGG16",
+    "gram_matrix",
+    "perceptual_weights_available",
+    "photometric_loss",
+    "ssim",
+    "vgg16_weights_path",
+]
 
 # torchvision vgg16().features indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
 VGG16_GRAM_LAYERS = (3, 8, 15, 22, 29)
@@ -62,6 +71,18 @@ def ssim(
     return structural_similarity_index_measure(
         x, y, gaussian_kernel=True, sigma=sigma, kernel_size=window, data_range=1.0, reduction="none"
     )
+
+
+def photometric_loss(
+    pred: Float[Tensor, "H W 3"], target: Float[Tensor, "H W 3"], ssim_weight: float, ssim: Callable
+) -> Tensor:
+    """(1 - w) L1 + w (1 - SSIM), splatfacto's main loss with w = `ssim_weight`; `ssim` maps two [1,3,H,W]
+    images to a scalar SSIM (splatfacto's `model.ssim`)."""
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape")
+    l1 = (pred - target).abs().mean()
+    d_ssim = 1.0 - ssim(target.permute(2, 0, 1)[None], pred.permute(2, 0, 1)[None])
+    return (1.0 - ssim_weight) * l1 + ssim_weight * d_ssim
 
 
 def gram_matrix(features: Float[Tensor, "B C H W"]) -> Float[Tensor, "B C C"]:

@@ -9,7 +9,8 @@ import torch
 from difix_ns.superres.backends import make_backend
 from difix_ns.superres.base import sr_targets
 from difix_ns.superres.config import MIN_LR_SIZE, SelfSuperResConfig, SuperResConfig, check_lr_size
-from difix_ns.superres.ops import color_fix, downsample, photometric_loss, sr3d_loss, upsample
+from difix_ns.superres.ops import color_fix, downsample, sr3d_loss, upsample
+from difix_ns.training.losses import photometric_loss
 
 
 @pytest.mark.parametrize("factor", [0, -2, 2.5, True, "4"])
