@@ -10,7 +10,7 @@ manager) with the same total number of 3DGS steps:
   (iv)  sr3d:      sr3d-splatfacto: LR stage, then K rounds of SR conditioned on the render + the LR term.
 The `self` back-end (the default) is trained once per run that uses it, for a fixed number of steps.
 
-Scores: PSNR/SSIM of the held-out views at HR (`evaluation.evaluate_views`, nerfstudio's metrics as ns-eval), wall
+Scores: PSNR/SSIM of the held-out views at HR (`evaluation.evaluate_pipeline`, nerfstudio's metrics as ns-eval), wall
 time, and the 3D consistency of each recipe's last SR training targets (`geometry.multiview_consistency`: PSNR
 between each training view's target and its 2 nearest views' targets warped into it by the final 3DGS depth).
 Writes results.json, results.md and crops_<scene>.png (HR crops of a held-out view: truth, LR, each recipe).
@@ -25,7 +25,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -87,16 +87,15 @@ def _last_targets(run_dir: Path) -> Dict[str, Path]:
     return {p.stem: p for p in sorted((rounds[-1] / "targets").glob("*.png"))} if rounds else {}
 
 
-def target_consistency(config_path: Path) -> Dict[str, float]:
-    """`multiview_consistency` of the run's last SR targets, warped by the final 3DGS's z-depth at HR."""
+def target_consistency(pipeline, run_dir: Path) -> Dict[str, float]:
+    """`multiview_consistency` of the last SR targets of the run in `run_dir` (its config.yml's folder), warped by
+    the z-depth at HR of its final 3DGS, `pipeline` (loaded by `eval_setup`)."""
     import torch
-    from nerfstudio.utils.eval_utils import eval_setup
     from PIL import Image
 
     from difix_ns.geometry.consistency import multiview_consistency
 
-    targets = _last_targets(config_path.parent)
-    _, pipeline, _, _ = eval_setup(config_path, test_mode="inference")
+    targets = _last_targets(run_dir)
     model, dataset = pipeline.model, pipeline.datamanager.train_dataset
     names = [Path(p).stem for p in dataset.image_filenames]
     if not targets or set(names) - set(targets):
@@ -112,6 +111,18 @@ def target_consistency(config_path: Path) -> Dict[str, float]:
     cameras = dataset.cameras
     return multiview_consistency(torch.stack(images), torch.stack(depths), cameras.camera_to_worlds.float(),
                                  cameras.get_intrinsics_matrices().float())  # fmt: skip
+
+
+def score_run(config_path: Path, description: str, consistency: bool) -> Tuple[List[object], Dict[str, float]]:
+    """A finished run loaded once (`eval_setup`, test mode): its held-out views (`evaluate_pipeline`) and, with
+    `consistency`, its `target_consistency` ({} without)."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from difix_ns.evaluation import evaluate_pipeline
+
+    _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
+    views = evaluate_pipeline(pipeline, description)
+    return views, target_consistency(pipeline, config_path.parent) if consistency else {}
 
 
 def crops_figure(scene: str, views: Dict[str, object], lr_factor: int, out: Path) -> None:
@@ -139,8 +150,6 @@ def crops_figure(scene: str, views: Dict[str, object], lr_factor: int, out: Path
 
 
 def run_scene(scene: str, args, work: Path) -> Dict[str, dict]:
-    from difix_ns.evaluation import evaluate_views
-
     data = scene_dataset(scene, args, work)
     common = [f"--pipeline.superres.factor={args.factor}", *budget_args(args.iterations),
               *splatfacto_schedule_args(args.iterations), *shlex.split(args.ns_train_args)]  # fmt: skip
@@ -151,8 +160,7 @@ def run_scene(scene: str, args, work: Path) -> Dict[str, dict]:
     for name, options in recipes(args.iterations, args.lr_iterations, args.rounds, backend).items():
         print(f"superres benchmark: {scene} {name}", flush=True)
         run = run_ns_train("sr3d-splatfacto", data, work / "runs" / scene, name, [*common, *options], echo=False)
-        views = evaluate_views(run.config_path, f"Evaluating {scene} {name}")
-        consistency = target_consistency(run.config_path) if name != "i_lr_only" else {}
+        views, consistency = score_run(run.config_path, f"Evaluating {scene} {name}", name != "i_lr_only")
         results[name] = {
             "psnr": float(np.mean([v.metrics["psnr"] for v in views])),
             "ssim": float(np.mean([v.metrics["ssim"] for v in views])),

@@ -20,7 +20,7 @@ from jaxtyping import Float
 
 from difix_ns.fixers.base import WarpedViews
 
-__all__ = ["ViewResult", "evaluate_views"]
+__all__ = ["ViewResult", "evaluate_pipeline", "evaluate_views"]
 
 
 @dataclass
@@ -69,16 +69,26 @@ def _warped_views(model, camera, outputs: dict, count: int, name: str) -> Tuple[
 def evaluate_views(
     config_path: Path, description: str = "Evaluating views", warped_references: int = 0
 ) -> List[ViewResult]:
-    """Load a run from its config.yml (latest checkpoint) and evaluate every test view, with a progress bar.
-
-    `warped_references` K > 0: each result also carries K training photos warped into the view (the run must be a
-    difix-ns method: its pipeline gives the model its training views and their depths)."""
+    """Load a run from its config.yml (latest checkpoint; nerfstudio's `eval_setup` in test mode) and evaluate every
+    test view with `evaluate_pipeline`."""
     from nerfstudio.utils.eval_utils import eval_setup
-    from rich.progress import track
 
     if warped_references < 0:
         raise ValueError(f"warped_references must be >= 0, got {warped_references}")
     _, pipeline, _, _ = eval_setup(Path(config_path), test_mode="test")
+    return evaluate_pipeline(pipeline, description, warped_references)
+
+
+@torch.no_grad()
+def evaluate_pipeline(pipeline, description: str = "Evaluating views", warped_references: int = 0) -> List[ViewResult]:
+    """Evaluate every test view of a loaded pipeline (`eval_setup(..., test_mode="test")`), with a progress bar.
+
+    `warped_references` K > 0: each result also carries K training photos warped into the view (the run must be a
+    difix-ns method: its pipeline gives the model its training views and their depths)."""
+    from rich.progress import track
+
+    if warped_references < 0:
+        raise ValueError(f"warped_references must be >= 0, got {warped_references}")
     if warped_references and not hasattr(pipeline.model, "warped_references"):
         raise ValueError(f"warped references need a difix-ns model, got {type(pipeline.model).__name__}")
     pipeline.eval()
