@@ -8,7 +8,10 @@ written for every scene (with clean pairs: the uncompressed render as its own in
 are trained per scene with `train_fixer` (equal step budgets): **generic** on the pairs of the *other* scenes only
 (at most `--generic-pairs-per-scene` of each; NiFi's setting; not counted in the rate) and **per-scene** on its
 own pairs (its weight files counted in the rate). The same budgets are also compressed with `--finetune-steps`
-of fine-tuning after pruning. Each file is decompressed into a run folder with each
+of fine-tuning after pruning. `compress` chooses its bits per attribute by rate-distortion (the default `--bits
+auto`). Once the generic restorer exists, every budget is also compressed with `compress --restorer` (the
+restorer's strength chosen on calibration cameras against the uncompressed scene and stored in the file) and scored
+side by side with the full-strength restorer. Each file is decompressed into a run folder with each
 restorer as its post-processing fixer (`difix-ns decompress --restorer`) and evaluated on the held-out views with
 nerfstudio's metrics (`evaluation.evaluate_views`: `psnr` = compressed, `psnr_fixed` = restored). Writes
 results.json, report.md and rd.png. Work (datasets, runs, files, pairs, restorers) goes to `--work` and is
@@ -106,18 +109,19 @@ def _prepare_scene(name: str, args, work: Path) -> dict:
     return state
 
 
-def _finetuned_files(state: dict, args, work: Path) -> List[dict]:
-    """The same budgets with `--finetune-steps` of fine-tuning after pruning; cached in work/<name>-finetuned.json."""
+def _variant_files(state: dict, variant: str, work: Path, **options) -> List[dict]:
+    """Every budget compressed again with `compress_scene` `options` (fine-tuning, a restorer); cached in
+    work/<name>-<variant>.json."""
     from difix_ns.compression.command import compress_scene, read_scene
 
-    cache = work / f"{state['name']}-finetuned.json"
+    cache = work / f"{state['name']}-{variant}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     scene = read_scene(Path(state["config"]))
     files = []
     for f in state["files"]:
-        path = work / "files" / state["name"] / f"{f['target_ratio']:g}x-finetuned.dxs"
-        summary = compress_scene(scene, path, budget_bytes=f["budget"], finetune_steps=args.finetune_steps)
+        path = work / "files" / state["name"] / f"{f['target_ratio']:g}x-{variant}.dxs"
+        summary = compress_scene(scene, path, budget_bytes=f["budget"], **options)
         files.append({"target_ratio": f["target_ratio"], "file": str(path), **summary})
     cache.write_text(json.dumps(files, indent=2))
     return files
@@ -158,24 +162,33 @@ def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
 
 
-def _score_scene(state: dict, restorers: Dict[str, Path], work: Path, finetuned: List[dict]) -> List[dict]:
-    """Every file of one scene decompressed with each restorer and evaluated (fine-tuned files: with the generic
-    restorer)."""
+def _score_scene(state: dict, restorers: Dict[str, Path], work: Path, finetuned: List[dict],
+                 calibrated: List[dict]) -> List[dict]:  # fmt: skip
+    """Every file of one scene decompressed with each restorer at full strength and evaluated; the calibrated
+    files with the generic restorer at their stored strength; the fine-tuned files with the generic restorer."""
     from difix_ns.compression.command import decompress_file
 
     name = state["name"]
     _, base_views = _evaluate(Path(state["config"]))
     rows = []
     for f in state["files"]:
-        row = {k: f[k] for k in ("target_ratio", "budget", "bytes", "ratio", "num_gaussians", "seconds")}
+        row = {k: f[k] for k in ("target_ratio", "budget", "bytes", "ratio", "num_gaussians", "seconds", "bits")}
         for mode, restorer in restorers.items():
             start = time.perf_counter()
             config, _ = decompress_file(Path(f["file"]), work / "decoded" / name / f"{f['target_ratio']:g}-{mode}",
-                                        restorer)  # fmt: skip
+                                        restorer, strength=1.0)  # fmt: skip
             row["decompress_seconds"] = time.perf_counter() - start
             metrics, _ = _evaluate(config, base_views)
             row.update({k: v for k, v in metrics.items() if "fixed" not in k})
             row.update({k.replace("fixed", mode): v for k, v in metrics.items() if "fixed" in k})
+        tuned = next(t for t in calibrated if t["target_ratio"] == f["target_ratio"])
+        config, _ = decompress_file(Path(tuned["file"]), work / "decoded" / name / f"{f['target_ratio']:g}-calibrated",
+                                    restorers["generic"])  # fmt: skip
+        metrics, _ = _evaluate(config, base_views)
+        row.update({"calibrated_bytes": tuned["bytes"], "calibrated_num_gaussians": tuned["num_gaussians"],
+                    "strength": tuned["restorer_strength"], "calibrated_seconds": tuned["seconds"],
+                    "psnr_calibrated": metrics["psnr"], "psnr_calibrated_generic": metrics["psnr_fixed"],
+                    "ssim_calibrated_generic": metrics["ssim_fixed"]})  # fmt: skip
         if finetuned:
             tuned = next(t for t in finetuned if t["target_ratio"] == f["target_ratio"])
             config, _ = decompress_file(Path(tuned["file"]), work / "decoded" / name / f"{f['target_ratio']:g}-ft",
@@ -202,6 +215,8 @@ def _figure(results: dict, out: Path) -> None:
         rows = scene["budgets"]
         ax.plot([r["bytes"] for r in rows], [r["psnr"] for r in rows], "o-", label="compressed")
         ax.plot([r["bytes"] for r in rows], [r["psnr_generic"] for r in rows], "s-", label="+ generic restorer")
+        ax.plot([r["calibrated_bytes"] for r in rows], [r["psnr_calibrated_generic"] for r in rows], "P-",
+                label="+ generic restorer, strength chosen by compress")  # fmt: skip
         ax.plot([r["per_scene_bytes"] for r in rows], [r["psnr_per_scene"] for r in rows], "^-",
                 label="+ per-scene restorer (rate incl.)")  # fmt: skip
         if "psnr_finetuned" in rows[0]:
@@ -237,15 +252,29 @@ def _report(results: dict, out: Path) -> None:
             f"on {scene['generic_pairs']} pairs of {', '.join(scene['generic_scenes'])}; per-scene "
             f"{scene['per_scene_seconds']:.0f} s on {scene['pairs']} pairs, {scene['per_scene_restorer_bytes']} B.", "",
             "| ratio | file (B) | Gaussians | PSNR compressed | + generic | gain | loss vs uncompressed | "
-            "+ per-scene | rate incl. restorer | SSIM compressed / generic / per-scene | compress (s) | decompress (s) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "+ per-scene | rate incl. restorer | SSIM compressed / generic / per-scene | bits (means,scales,quats,"
+            "opacities,dc) | compress (s) | decompress (s) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]  # fmt: skip
         for r in scene["budgets"]:
             lines.append(
                 f"| {r['ratio']:.1f}x | {r['bytes']} | {r['num_gaussians']} | {r['psnr']:.2f} | {r['psnr_generic']:.2f} "
                 f"| {r['psnr_generic'] - r['psnr']:+.2f} | {base['psnr'] - r['psnr_generic']:.2f} | "
                 f"{r['psnr_per_scene']:.2f} | {r['per_scene_ratio']:.1f}x | {r['ssim']:.3f} / {r['ssim_generic']:.3f} / "
-                f"{r['ssim_per_scene']:.3f} | {r['seconds']:.1f} | {r['decompress_seconds']:.1f} |"
+                f"{r['ssim_per_scene']:.3f} | {','.join(str(b) for b in r['bits'].values())} | {r['seconds']:.1f} | "
+                f"{r['decompress_seconds']:.1f} |"
+            )
+        lines += ["", "Generic restorer at the strength `compress --restorer` chose on calibration cameras (training "
+                  "cameras and novel cameras between them, against the uncompressed scene) and stored in the file:", "",
+                  "| ratio | file (B) | strength | PSNR compressed | + generic, chosen strength | gain | loss vs "
+                  "uncompressed | SSIM | compress (s) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in scene["budgets"]:
+            lines.append(
+                f"| {base['ply_bytes'] / r['calibrated_bytes']:.1f}x | {r['calibrated_bytes']} | {r['strength']:g} | "
+                f"{r['psnr_calibrated']:.2f} | {r['psnr_calibrated_generic']:.2f} | "
+                f"{r['psnr_calibrated_generic'] - r['psnr_calibrated']:+.2f} | "
+                f"{base['psnr'] - r['psnr_calibrated_generic']:.2f} | {r['ssim_calibrated_generic']:.3f} | "
+                f"{r['calibrated_seconds']:.1f} |"
             )
         if "psnr_finetuned" in scene["budgets"][0]:
             lines += ["", f"Fine-tuned after pruning ({results['config']['finetune_steps']} steps), same budgets:", "",
@@ -271,7 +300,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--downscale", type=int, default=12)
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--ratios", type=float, nargs="+", default=[50, 100, 200, 400])
+    parser.add_argument("--ratios", type=float, nargs="+", default=[50, 100, 200, 400, 800])
     parser.add_argument("--novel-views", type=int, default=2)
     parser.add_argument("--restorer-seconds", type=float, default=None, help="time budget of each restorer (default "
                         "none: --restorer-steps only, so the restorers do not depend on the machine's load)")
@@ -323,7 +352,9 @@ def main() -> None:
             "restorer_summaries": summary,
             "per_scene_restorer_bytes": _folder_bytes(restorers["per_scene"]),
             "budgets": _score_scene(state, restorers, args.work,
-                                    _finetuned_files(state, args, args.work) if args.finetune_steps else []),
+                                    _variant_files(state, "finetuned", args.work, finetune_steps=args.finetune_steps)
+                                    if args.finetune_steps else [],
+                                    _variant_files(state, "calibrated", args.work, restorer=restorers["generic"])),
         })  # fmt: skip
     results = {
         "command": "python benchmarks/compression_rd.py " + " ".join(sys.argv[1:]),

@@ -3,19 +3,23 @@
 The budget is a hard cap: only an encoding whose length was measured to be <= the budget is ever returned. The
 size is not strictly monotone in the number of Gaussians kept (the entropy coder), so the bisection finds a
 count that fits, not necessarily the largest one.
+
+`encode_best` also chooses the bits per attribute: for each allocation of `codec.BITS_LADDER` it fits the budget,
+then scores the decoded scene with a caller's measure (`compress` renders it at training cameras against the
+uncompressed scene) and keeps the best: the encoder-side rate-distortion choice of a codec.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from difix_ns.compression.codec import prune, quantize
+from difix_ns.compression.codec import BITS_LADDER, dequantize, prune, quantize
 from difix_ns.compression.container import pack
 
-__all__ = ["CodecOptions", "EncodeResult", "encode_at", "encode_to_budget"]
+__all__ = ["CodecOptions", "EncodeResult", "encode_at", "encode_best", "encode_to_budget"]
 
 
 @dataclass
@@ -30,6 +34,8 @@ class CodecOptions:
     """k-means codebook entries for the higher SH (used from 4 x this many Gaussians on)."""
     seed: int = 0
     """k-means seed (same inputs, same bytes)."""
+    bits: Optional[Dict[str, int]] = None
+    """Bits per value of means, scales, quats, opacities, features_dc (None: `codec.DEFAULT_BITS`)."""
 
 
 @dataclass
@@ -42,6 +48,10 @@ class EncodeResult:
     """Gaussians kept."""
     tries: List[Tuple[int, int]] = field(default_factory=list)
     """(Gaussians, bytes) of every encoding measured."""
+    bits: Optional[Dict[str, int]] = None
+    """The bits per attribute of the encoding (None: `codec.DEFAULT_BITS`)."""
+    scores: List[Tuple[Dict[str, int], int, float]] = field(default_factory=list)
+    """`encode_best`: (bits, Gaussians, score) of every allocation tried."""
 
 
 def encode_at(
@@ -50,7 +60,7 @@ def encode_at(
 ) -> bytes:  # fmt: skip
     """The file bytes of the `num_gaussians` most important Gaussians."""
     q = quantize(prune(params, importance, num_gaussians), options.sh_degree, options.sh_bits,
-                 options.codebook_size, options.seed)  # fmt: skip
+                 options.codebook_size, options.seed, options.bits)  # fmt: skip
     q.extra = dict(extra or {})
     return pack(q, metadata)
 
@@ -75,7 +85,7 @@ def encode_to_budget(
 
     full = measure(n)
     if len(full) <= budget_bytes:
-        return EncodeResult(full, n, tries)
+        return EncodeResult(full, n, tries, options.bits)
     smallest = measure(1)
     if len(smallest) > budget_bytes:
         raise ValueError(
@@ -92,4 +102,36 @@ def encode_to_budget(
             best, best_count, low = data, mid, mid
         else:
             high = mid
-    return EncodeResult(best, best_count, tries)
+    return EncodeResult(best, best_count, tries, options.bits)
+
+
+def encode_best(
+    params: Dict[str, np.ndarray], importance: np.ndarray, budget_bytes: int, options: CodecOptions,
+    metadata: Dict[str, object], score: Callable[[Dict[str, np.ndarray]], float],
+    ladder: Sequence[Dict[str, int]] = BITS_LADDER, extra: Optional[Dict[str, object]] = None,
+    on_try: Optional[Callable[[int, int], None]] = None,
+) -> EncodeResult:  # fmt: skip
+    """The budget fitted at each bit allocation of `ladder` (fine to coarse), the one whose decoded Gaussians
+    `score` rates highest (e.g. PSNR against the uncompressed scene). The ladder is walked until the score has
+    fallen twice in a row (it rises while more Gaussians buy more than precision costs, then falls)."""
+    from difix_ns.compression.container import unpack
+
+    if not ladder:
+        raise ValueError("the bit allocation ladder is empty")
+    best: Optional[EncodeResult] = None
+    scores: List[Tuple[Dict[str, int], int, float]] = []
+    best_score, falls = -np.inf, 0
+    for bits in ladder:
+        result = encode_to_budget(params, importance, budget_bytes, replace(options, bits=dict(bits)), metadata,
+                                  extra, on_try)  # fmt: skip
+        value = float(score(dequantize(unpack(result.data)[0])))
+        scores.append((dict(bits), result.num_gaussians, value))
+        if best is None or value > best_score:
+            best, best_score, falls = result, value, 0
+        else:
+            falls += 1
+            if falls == 2:
+                break
+    assert best is not None
+    best.scores = scores
+    return best

@@ -3,15 +3,20 @@
 Parameters travel as splatfacto's `gauss_params` layout, numpy float32 arrays: `means` [N, 3], `scales` [N, 3]
 (log), `quats` [N, 4] (w, x, y, z), `opacities` [N, 1] (logit), `features_dc` [N, 3], `features_rest` [N, K, 3].
 
-What is stored (`QuantizedGaussians`), in the spirit of gsplat's `PngCompression` (facts only, own code):
-- means: `sign(x) log(1 + |x|)`, then per-axis min-max to 16 bits;
-- scales (log) and features_dc: per-channel min-max to 8 bits;
-- quats: normalized, sign flipped so w >= 0, each component of [-1, 1] to 8 bits;
-- opacities: the activated opacity sigmoid(logit) in 256 bins (decoded at bin centres, so the logit is finite);
+What is stored (`QuantizedGaussians`), in the spirit of gsplat's `PngCompression` (facts only, own code), at the
+bits per attribute of `bits` (`DEFAULT_BITS`: gsplat's 16 for means, 8 for the rest):
+- means: `sign(x) log(1 + |x|)`, then per-axis min-max (uniform) to `bits["means"]`;
+- scales (log) and features_dc: per-channel min-max;
+- quats: normalized, sign flipped so w >= 0, each component of [-1, 1] uniformly;
+- opacities: the activated opacity sigmoid(logit) in 2^bits bins (decoded at bin centres, so the logit is finite);
 - features_rest up to `sh_degree`: per-channel min-max to `sh_bits` bits when there are few Gaussians, else a
   k-means codebook (scikit-learn, 8-bit centroids) and one label per Gaussian;
 - Gaussians sorted by the Morton code of their quantized means, so neighbours in the file are neighbours in space
   (what lets the entropy coder in `container` exploit locality).
+
+Uniform codes are what the entropy coder compresses best (peaked histograms); an equal-usage (Lloyd-Max) scalar
+codebook measured worse at equal bytes. Which bits win depends on the scene and its image size: at a tight budget,
+fewer bits per attribute leave room for more Gaussians, which `BITS_LADDER` and `budget.encode_best` exploit.
 
 Importance (LightGaussian's global significance): the blending weight `opacity * transmittance` each Gaussian
 contributes, summed over every pixel of the training views, times its normalized volume to a small power. The sum
@@ -27,9 +32,13 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 
 __all__ = [
+    "BITS_LADDER",
+    "DEFAULT_BITS",
     "GAUSS_KEYS",
+    "QUANTIZED_KEYS",
     "QuantizedGaussians",
     "blending_importance",
+    "check_bits",
     "dequantize",
     "kept_indices",
     "morton_codes",
@@ -40,6 +49,20 @@ __all__ = [
 
 GAUSS_KEYS = ("means", "scales", "quats", "opacities", "features_dc", "features_rest")
 """The parameter names of splatfacto's `gauss_params`, in storage order."""
+
+QUANTIZED_KEYS = ("means", "scales", "quats", "opacities", "features_dc")
+"""The attributes quantized at a chosen number of bits (`bits`); features_rest has its own settings."""
+
+DEFAULT_BITS = {"means": 16, "scales": 8, "quats": 8, "opacities": 8, "features_dc": 8}
+"""gsplat PngCompression's precision (and the only one of format version 1)."""
+
+BITS_LADDER = tuple(
+    dict(zip(QUANTIZED_KEYS, bits))
+    for bits in ((16, 8, 8, 8, 8), (14, 7, 7, 7, 7), (13, 6, 6, 6, 6), (12, 5, 5, 5, 5), (11, 4, 4, 4, 5),
+                 (10, 4, 4, 4, 4), (9, 3, 3, 3, 4), (8, 3, 3, 2, 3), (7, 2, 2, 2, 3), (6, 2, 2, 1, 2))
+)  # fmt: skip
+"""Bit allocations from fine to coarse, tried by `budget.encode_best` (finer: more precise Gaussians, coarser: more
+Gaussians in the same bytes)."""
 
 
 @dataclass
@@ -60,6 +83,8 @@ class QuantizedGaussians:
     """Bits per SH value in "quant" mode and per centroid value (8) in "kmeans" mode."""
     extra: Dict[str, object] = field(default_factory=dict)
     """Free metadata carried in the header (training step, ...)."""
+    bits: Dict[str, int] = field(default_factory=lambda: dict(DEFAULT_BITS))
+    """Bits per value of each attribute of `QUANTIZED_KEYS`."""
 
     @property
     def num_gaussians(self) -> int:
@@ -212,6 +237,17 @@ def morton_codes(grid: np.ndarray) -> np.ndarray:
     return spread(grid[:, 0]) | (spread(grid[:, 1]) << np.uint64(1)) | (spread(grid[:, 2]) << np.uint64(2))
 
 
+def check_bits(bits: Dict[str, int]) -> Dict[str, int]:
+    """`bits` validated: one entry per attribute of `QUANTIZED_KEYS`, means 1..16 bits, the others 1..8."""
+    if set(bits) != set(QUANTIZED_KEYS):
+        raise ValueError(f"bits must give exactly {list(QUANTIZED_KEYS)}, got {sorted(bits)}")
+    for key, value in bits.items():
+        top = 16 if key == "means" else 8
+        if not (isinstance(value, (int, np.integer)) and 1 <= value <= top):
+            raise ValueError(f"bits of {key} must be an integer in 1..{top}, got {value!r}")
+    return {k: int(bits[k]) for k in QUANTIZED_KEYS}
+
+
 def _log_transform(x: np.ndarray) -> np.ndarray:
     return (np.sign(x) * np.log1p(np.abs(x))).astype(np.float32)
 
@@ -240,31 +276,36 @@ def _quantize_sh(rest: np.ndarray, sh_bits: int, codebook_size: int, seed: int):
 
 
 def quantize(
-    params: Dict[str, np.ndarray], sh_degree: int, sh_bits: int = 6, codebook_size: int = 1024, seed: int = 0
-) -> QuantizedGaussians:
+    params: Dict[str, np.ndarray], sh_degree: int, sh_bits: int = 6, codebook_size: int = 1024, seed: int = 0,
+    bits: Optional[Dict[str, int]] = None,
+) -> QuantizedGaussians:  # fmt: skip
     """Quantize (already pruned) Gaussians and sort them in Morton order of their quantized means.
 
     `sh_degree`: SH degree kept (<= the degree `features_rest` holds); `sh_bits`: bits per SH value when there are
-    fewer than 4 x `codebook_size` Gaussians, else a k-means codebook of `codebook_size` entries."""
+    fewer than 4 x `codebook_size` Gaussians, else a k-means codebook of `codebook_size` entries; `bits`: bits per
+    value of means, scales, quats, opacities and features_dc (default `DEFAULT_BITS`)."""
     params = _to_numpy(params)
     n = _check_params(params)
+    bits = check_bits(dict(DEFAULT_BITS) if bits is None else bits)
     if not 1 <= sh_bits <= 8:
         raise ValueError(f"sh_bits must be in 1..8, got {sh_bits}")
     if not 2 <= codebook_size <= 65536:
         raise ValueError(f"codebook_size must be in 2..65536, got {codebook_size}")
     rest = reduce_sh_degree(params["features_rest"], sh_degree)
-    means_codes, means_range = _minmax_codes(_log_transform(params["means"]), 16)
+    means_codes, means_range = _minmax_codes(_log_transform(params["means"]), bits["means"])
     order = np.argsort(morton_codes(means_codes.astype(np.uint64)), kind="stable")
 
     quats = params["quats"] / np.maximum(np.linalg.norm(params["quats"], axis=1, keepdims=True), 1e-12)
     quats = np.where(quats[:, :1] < 0, -quats, quats)
     opacity = 1.0 / (1.0 + np.exp(-params["opacities"].astype(np.float64)))
-    (scale_codes, scale_range), (dc_codes, dc_range) = (_minmax_codes(params[k], 8) for k in ("scales", "features_dc"))
+    scale_codes, scale_range = _minmax_codes(params["scales"], bits["scales"])
+    dc_codes, dc_range = _minmax_codes(params["features_dc"], bits["features_dc"])
+    quat_levels, opacity_bins = 2 ** bits["quats"] - 1, 2 ** bits["opacities"]
     codes = {
         "means": means_codes,
         "scales": scale_codes,
-        "quats": np.rint((quats + 1.0) * 127.5).clip(0, 255).astype(np.uint8),
-        "opacities": np.floor(opacity * 256).clip(0, 255).astype(np.uint8),
+        "quats": np.rint((quats + 1.0) * (quat_levels / 2)).clip(0, quat_levels).astype(np.uint8),
+        "opacities": np.floor(opacity * opacity_bins).clip(0, opacity_bins - 1).astype(np.uint8),
         "features_dc": dc_codes,
     }
     ranges = {"means": means_range, "scales": scale_range, "features_dc": dc_range}
@@ -272,19 +313,21 @@ def quantize(
     sh_codes, sh_ranges, sh_mode = _quantize_sh(rest[order], sh_bits, codebook_size, seed)
     codes.update(sh_codes)
     ranges.update(sh_ranges)
-    return QuantizedGaussians(codes, ranges, sh_degree, params["features_rest"].shape[1], sh_mode, sh_bits)
+    return QuantizedGaussians(codes, ranges, sh_degree, params["features_rest"].shape[1], sh_mode, sh_bits,
+                              bits=bits)  # fmt: skip
 
 
 def dequantize(q: QuantizedGaussians) -> Dict[str, np.ndarray]:
     """Float32 Gaussian parameters (gauss_params layout, features_rest with `q.sh_coeffs` coefficients)."""
-    n = q.num_gaussians
-    opacity = (q.codes["opacities"].astype(np.float64) + 0.5) / 256.0
+    n, bits = q.num_gaussians, q.bits
+    opacity = (q.codes["opacities"].astype(np.float64) + 0.5) / 2.0 ** bits["opacities"]
+    quat_half_levels = np.float32((2 ** bits["quats"] - 1) / 2)
     out = {
-        "means": _inverse_log_transform(_minmax_values(q.codes["means"], q.ranges["means"], 16)),
-        "scales": _minmax_values(q.codes["scales"], q.ranges["scales"], 8),
-        "quats": (q.codes["quats"].astype(np.float32) / np.float32(127.5) - np.float32(1)).astype(np.float32),
+        "means": _inverse_log_transform(_minmax_values(q.codes["means"], q.ranges["means"], bits["means"])),
+        "scales": _minmax_values(q.codes["scales"], q.ranges["scales"], bits["scales"]),
+        "quats": (q.codes["quats"].astype(np.float32) / quat_half_levels - np.float32(1)).astype(np.float32),
         "opacities": np.log(opacity / (1.0 - opacity)).astype(np.float32),
-        "features_dc": _minmax_values(q.codes["features_dc"], q.ranges["features_dc"], 8),
+        "features_dc": _minmax_values(q.codes["features_dc"], q.ranges["features_dc"], bits["features_dc"]),
     }
     stored = (q.sh_degree + 1) ** 2 - 1
     rest = np.zeros((n, q.sh_coeffs, 3), dtype=np.float32)

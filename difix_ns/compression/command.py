@@ -3,6 +3,12 @@
 The file embeds the run's config.yml (LZMA-compressed with the rest, counted in the budget) and the training step
 (splatfacto's active SH degree depends on it), so `decompress` needs nothing but the file and the dataset the
 config names (for `ns-eval`'s held-out views).
+
+Under a budget, `compress` chooses the bits per attribute by rate-distortion: each allocation of
+`codec.BITS_LADDER` is fitted to the budget and the decoded scene is rendered at calibration cameras (training
+cameras and novel cameras between them) against the uncompressed scene; the best PSNR wins. Given the restorer the
+decoder will use (`--restorer`), it also chooses the restorer's strength on the same cameras and stores it in the
+file (a decoder-side fixer that over-corrects a lightly compressed scene is then turned down, never up).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import tyro
@@ -23,9 +29,11 @@ __all__ = [
     "compress_run",
     "compress_scene",
     "decompress_file",
+    "parse_bits",
     "parse_size",
     "read_scene",
     "relocated_config_yml",
+    "restorer_strength",
     "uncompressed_ply_bytes",
     "with_restorer",
 ]
@@ -39,6 +47,24 @@ def parse_size(text: str) -> int:
     if not match or match.group(2).upper() not in _UNITS:
         raise ValueError(f"budget must look like 200KB, 1.5MB, 64KiB or 5000 (bytes), got {text!r}")
     return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def parse_bits(text: str) -> Optional[Dict[str, int]]:
+    """None for "auto" (rate-distortion choice), else the bits of means,scales,quats,opacities,features_dc from five
+    comma-separated integers such as "12,5,5,5,5"."""
+    from difix_ns.compression.codec import QUANTIZED_KEYS, check_bits
+
+    if str(text).strip().lower() == "auto":
+        return None
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != len(QUANTIZED_KEYS) or not all(p.isdigit() for p in parts):
+        raise ValueError(f"bits must be auto or five integers for {','.join(QUANTIZED_KEYS)} (e.g. 12,5,5,5,5), "
+                         f"got {text!r}")  # fmt: skip
+    return check_bits(dict(zip(QUANTIZED_KEYS, (int(p) for p in parts))))
+
+
+STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""Restorer strengths `compress --restorer` chooses among (output = render + strength x (restored - render))."""
 
 
 def uncompressed_ply_bytes(num_gaussians: int, sh_degree: int) -> int:
@@ -139,27 +165,100 @@ def read_scene(config_path: Path, max_side: int = 256, progress=None) -> SplatSc
                       time.perf_counter() - start, pipeline)  # fmt: skip
 
 
-def _encode(params, importance, budget_bytes, num_gaussians, options, metadata, progress) -> Tuple[bytes, int]:
-    """(file bytes, Gaussians kept): exactly `num_gaussians`, or the most that fit `budget_bytes`."""
-    from difix_ns.compression.budget import encode_at, encode_to_budget
+def _encode(params, importance, budget_bytes, num_gaussians, options, metadata, progress, score=None):
+    """The `EncodeResult` of exactly `num_gaussians`, or of the most that fit `budget_bytes` (with `score`: at the
+    best bit allocation of the ladder, `budget.encode_best`)."""
+    from difix_ns.compression.budget import EncodeResult, encode_at, encode_best, encode_to_budget
 
     if num_gaussians is not None:
-        return encode_at(params, importance, num_gaussians, options, metadata), num_gaussians
+        data = encode_at(params, importance, num_gaussians, options, metadata)
+        return EncodeResult(data, num_gaussians, [(num_gaussians, len(data))], options.bits)
     task = progress.add_task(f"Fitting {budget_bytes} bytes", total=None) if progress else None
-    result = encode_to_budget(params, importance, budget_bytes, options, metadata,
-                              on_try=(lambda c, b: progress.advance(task)) if progress else None)  # fmt: skip
-    return result.data, result.num_gaussians
+    on_try = (lambda c, b: progress.advance(task)) if progress else None
+    if score is None:
+        return encode_to_budget(params, importance, budget_bytes, options, metadata, on_try=on_try)
+    return encode_best(params, importance, budget_bytes, options, metadata, score, on_try=on_try)
+
+
+def _calibration_cameras(scene: SplatScene, max_views: int = 8):
+    """Up to `max_views` training cameras (evenly spaced) and as many novel cameras between them: where `compress`
+    compares a decoded scene with the uncompressed one."""
+    import torch
+    from nerfstudio.cameras.cameras import Cameras
+
+    from difix_ns.compression.restoration import between_cameras
+
+    train = scene.pipeline.datamanager.train_dataset.cameras
+    pick = torch.from_numpy(np.unique(np.linspace(0, train.shape[0] - 1, min(max_views, train.shape[0])).round()))
+    chosen = train[pick.long()]
+    novel = between_cameras(train, 1, seed=0)
+    if novel is None:
+        return chosen
+    novel = novel[pick.long()]
+    fields_ = ("camera_to_worlds", "fx", "fy", "cx", "cy", "width", "height", "camera_type")
+    return Cameras(**{f: torch.cat([getattr(chosen, f), getattr(novel, f)]) for f in fields_})
+
+
+def _fidelity(scene: SplatScene, cameras) -> Tuple[Callable[[Dict[str, np.ndarray]], float], List[np.ndarray]]:
+    """(PSNR of decoded Gaussians' renders against the uncompressed renders at `cameras`, those renders)."""
+    from difix_ns.compression.restoration import render_scene
+    from difix_ns.metrics import psnr
+
+    model = scene.pipeline.model
+    reference = render_scene(model, None, cameras)
+
+    def score(params: Dict[str, np.ndarray]) -> float:
+        return float(np.mean([psnr(a, b) for a, b in zip(render_scene(model, params, cameras), reference)]))
+
+    return score, reference
+
+
+def restorer_strength(
+    scene: SplatScene, params: Dict[str, np.ndarray], restorer: Path, cameras=None
+) -> Tuple[float, Dict[float, float]]:
+    """(best strength of `STRENGTHS`, PSNR at each) of a restorer on the decoded Gaussians `params`: renders at the
+    calibration cameras, restored and blended `render + s (restored - render)`, against the uncompressed renders.
+    Ties go to the weaker strength."""
+    import torch
+
+    from difix_ns.compression.restoration import render_scene
+    from difix_ns.fixers.config import FixerConfig, build_fixer, check_fixer_config
+    from difix_ns.metrics import psnr
+
+    if scene.pipeline is None:
+        raise ValueError("choosing a restorer strength needs the run's pipeline (a scene from read_scene)")
+    fixer_config = FixerConfig(backend="nafnet", checkpoint=str(Path(restorer).resolve()))
+    check_fixer_config(fixer_config)
+    fixer = build_fixer(fixer_config)
+    cameras = _calibration_cameras(scene) if cameras is None else cameras
+    reference = render_scene(scene.pipeline.model, None, cameras)
+    renders = render_scene(scene.pipeline.model, params, cameras)
+    with torch.no_grad():
+        restored = [fixer.fix(torch.from_numpy(r).permute(2, 0, 1)[None].float())[0].permute(1, 2, 0).cpu().numpy()
+                    for r in renders]  # fmt: skip
+    scores = {s: float(np.mean([psnr(np.clip(r + s * (f - r), 0, 1), t) for r, f, t in zip(renders, restored,
+                                                                                          reference)]))
+              for s in STRENGTHS}  # fmt: skip
+    best = max(STRENGTHS, key=lambda s: (round(scores[s], 6), -s))
+    return best, scores
 
 
 def compress_scene(
     scene: SplatScene, out: Path, budget_bytes: Optional[int] = None, num_gaussians: Optional[int] = None,
     sh_degree: Optional[int] = None, codebook_size: int = 1024, progress=None, finetune_steps: int = 0,
+    bits: Optional[Dict[str, int]] = None, restorer: Optional[Path] = None,
 ) -> Dict[str, object]:  # fmt: skip
     """Write `scene` to `out` under `budget_bytes` or with `num_gaussians`; returns a summary (bytes, ratio to
-    the float32 PLY, Gaussians kept, seconds of encoding). With `finetune_steps`, the Gaussians kept are first
-    fine-tuned on the training views (`finetune.finetune_gaussians`), then the budget is fitted again among them."""
+    the float32 PLY, Gaussians kept, bits, seconds of encoding).
+
+    `bits`: bits per attribute (`codec.check_bits`); None: under a budget, the allocation of `codec.BITS_LADDER`
+    whose decoded renders are closest to the uncompressed ones (`budget.encode_best`), else `codec.DEFAULT_BITS`.
+    With `finetune_steps`, the Gaussians kept are first fine-tuned on the training views
+    (`finetune.finetune_gaussians`), then the budget is fitted again among them. With `restorer` (the fixer folder
+    the decoder will use), its strength is chosen (`restorer_strength`) and stored in the file."""
     from difix_ns.compression.budget import CodecOptions
-    from difix_ns.compression.codec import kept_indices, prune
+    from difix_ns.compression.codec import DEFAULT_BITS, dequantize, kept_indices, prune
+    from difix_ns.compression.container import unpack
 
     if (budget_bytes is None) == (num_gaussians is None):
         raise ValueError("give exactly one of budget_bytes (--budget) and num_gaussians (--num-gaussians)")
@@ -173,39 +272,65 @@ def compress_scene(
         raise ValueError(f"num_gaussians must be in 1..{n} (the run's Gaussians), got {num_gaussians}")
     if budget_bytes is not None and budget_bytes <= 0:
         raise ValueError(f"budget must be a positive number of bytes, got {budget_bytes}")
-    if finetune_steps and scene.pipeline is None:
-        raise ValueError("fine-tuning needs the run's pipeline (a scene from read_scene)")
-    options = CodecOptions(sh_degree=degree, codebook_size=codebook_size)
+    if (finetune_steps or restorer is not None) and scene.pipeline is None:
+        raise ValueError("fine-tuning and restorer strengths need the run's pipeline (a scene from read_scene)")
+    options = CodecOptions(sh_degree=degree, codebook_size=codebook_size, bits=bits)
     metadata = {"config_yml": scene.config_path.read_text(), "step": scene.step}
-    data, kept = _encode(scene.params, scene.importance, budget_bytes, num_gaussians, options, metadata, progress)
+    search = bits is None and budget_bytes is not None and scene.pipeline is not None
+    cameras = _calibration_cameras(scene) if search or restorer is not None else None
+    score = _fidelity(scene, cameras)[0] if search else None
+    result = _encode(scene.params, scene.importance, budget_bytes, num_gaussians, options, metadata, progress, score)
+    options.bits, params, importance = result.bits, scene.params, scene.importance
     if finetune_steps:
         from difix_ns.compression.finetune import finetune_gaussians
 
-        pruned = prune(scene.params, scene.importance, kept)
+        pruned = prune(scene.params, scene.importance, result.num_gaussians)
         train = scene.pipeline.datamanager.train_dataset
-        tuned = finetune_gaussians(scene.pipeline.model, pruned, train, finetune_steps, progress=progress)
-        importance = scene.importance[kept_indices(scene.importance, kept)]
-        data, kept = _encode(tuned, importance, budget_bytes, num_gaussians, options, metadata, progress)
+        params = finetune_gaussians(scene.pipeline.model, pruned, train, finetune_steps, progress=progress)
+        importance = scene.importance[kept_indices(scene.importance, result.num_gaussians)]
+        count = None if num_gaussians is None else result.num_gaussians
+        result = _with_scores(_encode(params, importance, budget_bytes, count, options, metadata, progress), result)
+    strength, strengths = None, {}
+    if restorer is not None:
+        decoded = dequantize(unpack(result.data)[0])
+        strength, strengths = restorer_strength(scene, decoded, Path(restorer), cameras)
+        metadata = {**metadata, "restorer_strength": strength}
+        count = None if num_gaussians is None else result.num_gaussians
+        # the same Gaussians fitted again: the strength's few header bytes may not break the cap
+        result = _with_scores(_encode(params, importance, budget_bytes, count, options, metadata, progress), result)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_bytes(data)
+    Path(out).write_bytes(result.data)
     ply = uncompressed_ply_bytes(n, model_degree)
     return {
-        "bytes": len(data), "ply_bytes": ply, "ratio": ply / len(data), "num_gaussians": kept, "total_gaussians": n,
-        "sh_degree": degree, "finetune_steps": finetune_steps, "encode_seconds": time.perf_counter() - start,
+        "bytes": len(result.data), "ply_bytes": ply, "ratio": ply / len(result.data),
+        "num_gaussians": result.num_gaussians, "total_gaussians": n, "sh_degree": degree,
+        "bits": dict(result.bits or DEFAULT_BITS), "bit_scores": result.scores, "finetune_steps": finetune_steps,
+        "restorer_strength": strength, "restorer_scores": strengths, "encode_seconds": time.perf_counter() - start,
         "seconds": scene.seconds + time.perf_counter() - start,
     }  # fmt: skip
+
+
+def _with_scores(result, searched):
+    """`result` carrying the bit-allocation scores of the search that chose its bits (`searched`)."""
+    result.scores = searched.scores
+    return result
 
 
 def compress_run(
     config_path: Path, out: Path, budget_bytes: Optional[int] = None, num_gaussians: Optional[int] = None,
     sh_degree: Optional[int] = None, codebook_size: int = 1024, importance_max_side: int = 256, progress=None,
-    finetune_steps: int = 0,
+    finetune_steps: int = 0, bits: Optional[Dict[str, int]] = None, restorer: Optional[Path] = None,
 ) -> Dict[str, object]:  # fmt: skip
     """`read_scene` then `compress_scene`: what `difix-ns compress` does."""
     if (budget_bytes is None) == (num_gaussians is None):
         raise ValueError("give exactly one of budget_bytes (--budget) and num_gaussians (--num-gaussians)")
+    if restorer is not None:
+        from difix_ns.fixers.config import FixerConfig, check_fixer_config
+
+        check_fixer_config(FixerConfig(backend="nafnet", checkpoint=str(Path(restorer).resolve())))  # before work
     scene = read_scene(Path(config_path), importance_max_side, progress)
-    return compress_scene(scene, out, budget_bytes, num_gaussians, sh_degree, codebook_size, progress, finetune_steps)
+    return compress_scene(scene, out, budget_bytes, num_gaussians, sh_degree, codebook_size, progress, finetune_steps,
+                          bits, restorer)  # fmt: skip
 
 
 def relocated_config_yml(text: str, out: Path, name: str = "<config>") -> str:
@@ -253,9 +378,9 @@ def _as_fixing_run(config):
     return target
 
 
-def with_restorer(config, restorer: Path):
-    """The run's config with `restorer` (a fixer folder of `difix-ns train-fixer`) as its post-processing fixer:
-    the fixed render as is (no reference, no distance blend: compression artifacts are everywhere)."""
+def with_restorer(config, restorer: Path, strength: float = 1.0):
+    """The run's config with `restorer` (a fixer folder of `difix-ns train-fixer`) as its post-processing fixer at
+    `strength` (no reference, no distance blend: compression artifacts are everywhere)."""
     from difix_ns.fixers.config import FixerConfig, check_fixer_config
 
     fixer = FixerConfig(backend="nafnet", checkpoint=str(Path(restorer).resolve()))
@@ -264,13 +389,16 @@ def with_restorer(config, restorer: Path):
     model = config.pipeline.model
     model.fixer, model.postprocess = fixer, True
     model.postprocess_reference, model.postprocess_blend = "none", "none"
+    model.postprocess_strength = float(strength)
     return config
 
 
-def decompress_file(path: Path, out: Path, restorer: Optional[Path] = None) -> Tuple[Path, Dict[str, np.ndarray]]:
+def decompress_file(
+    path: Path, out: Path, restorer: Optional[Path] = None, strength: Optional[float] = None
+) -> Tuple[Path, Dict[str, np.ndarray]]:
     """Write an ordinary run folder (config.yml + nerfstudio_models/step-*.ckpt) of a `.dxs` file; returns
     (config.yml path, the decoded gauss_params). With `restorer`, the run post-processes its renders with it
-    (`with_restorer`)."""
+    (`with_restorer`) at `strength`; None: the strength `compress --restorer` stored in the file, else 1."""
     import torch
 
     from difix_ns.compression.codec import dequantize
@@ -287,7 +415,11 @@ def decompress_file(path: Path, out: Path, restorer: Optional[Path] = None) -> T
     if restorer is not None:
         import yaml
 
-        text = yaml.dump(with_restorer(yaml.load(text, Loader=yaml.Loader), restorer))
+        if strength is None:
+            strength = float(metadata.get("restorer_strength", 1.0))
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"restorer strength must be in [0, 1], got {strength}")
+        text = yaml.dump(with_restorer(yaml.load(text, Loader=yaml.Loader), restorer, strength))
     step = int(metadata.get("step", 0))
     # Only the Gaussians: nerfstudio loads a pipeline checkpoint non-strictly, so every other model state keeps the
     # value a fresh pipeline has (the camera optimizer's adjustments apply to training cameras only).
@@ -308,7 +440,8 @@ class CompressConfig:
     """Compress a splatfacto / difix-splatfacto run into one file under a hard byte budget.
 
     LightGaussian-style importance pruning (blending weight over the training views), SH degree reduction,
-    16-bit means / 8-bit attributes / k-means higher SH, Morton order, LZMA. Prints the size, the ratio to the
+    uniform quantization at rate-distortion chosen bits (gsplat's 16-bit means / 8-bit attributes at the finest),
+    k-means higher SH, Morton order, LZMA. Prints the size, the ratio to the
     float32 PLY of `ns-export gaussian-splat`, and the Gaussians kept."""
 
     load_config: Path = Path("config.yml")
@@ -327,20 +460,30 @@ class CompressConfig:
     """Training views are rendered at most this many pixels wide/high for the importance scores."""
     finetune_steps: int = 0
     """Fine-tune the Gaussians kept for this many steps on the training views before quantizing (0 = off)."""
+    bits: str = "auto"
+    """Bits per value of means,scales,quats,opacities,features_dc, e.g. 16,8,8,8,8 (gsplat's); auto: under a
+    budget, the allocation whose renders are closest to the uncompressed scene's (16,8,8,8,8 with
+    --num-gaussians)."""
+    restorer: Optional[Path] = None
+    """The restorer the decoder will use (`decompress --restorer`): its strength is chosen on this scene and
+    stored in the file."""
 
     def main(self) -> None:
         from rich.console import Console
         from rich.progress import Progress
 
         budget = parse_size(self.budget) if self.budget is not None else None
+        bits = parse_bits(self.bits)
         with Progress(transient=True) as progress:
             summary = compress_run(self.load_config, self.out, budget, self.num_gaussians, self.sh_degree,
                                    self.codebook_size, self.importance_max_side, progress,
-                                   self.finetune_steps)  # fmt: skip
+                                   self.finetune_steps, bits, self.restorer)  # fmt: skip
+        strength = "" if summary["restorer_strength"] is None else f", restorer strength {summary['restorer_strength']}"
         Console().print(
             f"{self.out}: {summary['bytes']} bytes, {summary['ratio']:.1f}x smaller than the float32 PLY "
             f"({summary['ply_bytes']} bytes), {summary['num_gaussians']} of {summary['total_gaussians']} Gaussians "
-            f"kept, SH degree {summary['sh_degree']}, {summary['seconds']:.1f} s"
+            f"kept, bits {','.join(str(b) for b in summary['bits'].values())}, SH degree {summary['sh_degree']}"
+            f"{strength}, {summary['seconds']:.1f} s"
         )
 
 
@@ -357,12 +500,15 @@ class DecompressConfig:
     restorer: Optional[Path] = None
     """A restorer trained on compression artifacts (`difix-ns curate --strategies compression`, then
     `difix-ns train-fixer`): the run's post-processing fixer (ns-eval's `_fixed` metrics, the viewer toggle)."""
+    restorer_strength: Optional[float] = None
+    """Blend of the restored render (0: raw, 1: fully restored); default: the strength `compress --restorer`
+    stored in the file, else 1."""
 
     def main(self) -> None:
         from rich.console import Console
 
         start = time.perf_counter()
-        config_path, params = decompress_file(self.file, self.out, self.restorer)
+        config_path, params = decompress_file(self.file, self.out, self.restorer, self.restorer_strength)
         Console().print(
             f"{config_path}: {params['means'].shape[0]} Gaussians, {time.perf_counter() - start:.1f} s "
             f"(ns-eval --load-config {config_path})"

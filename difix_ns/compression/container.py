@@ -8,7 +8,8 @@ Layout (little endian):
     body                    raw LZMA2 stream (preset 9 extreme) of
         header length (uint32) + UTF-8 JSON header + the sections, one after another
 
-The JSON header holds the counts, SH mode, the float32 ranges (exact as JSON numbers), each section's name, dtype
+The JSON header holds the counts, SH mode, the bits per attribute (format version 2; version 1 files, which have
+none, were written at `codec.DEFAULT_BITS` and still decode), the float32 ranges (exact as JSON numbers), each section's name, dtype
 and shape, and free metadata (the run's config.yml, its step). Sections are stored planar for the entropy coder:
 columns one after another, 16-bit values split into a high-byte and a low-byte plane, and the Morton-sorted means
 delta coded along the Gaussians (mod 2^16). Decoding checks everything before trusting it and raises ValueError
@@ -25,12 +26,13 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from difix_ns.compression.codec import QuantizedGaussians
+from difix_ns.compression.codec import DEFAULT_BITS, QuantizedGaussians, check_bits
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "PREFIX_BYTES", "pack", "unpack"]
+__all__ = ["FORMAT_VERSION", "MAGIC", "PREFIX_BYTES", "READABLE_VERSIONS", "pack", "unpack"]
 
 MAGIC = b"DXSP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _PREFIX = struct.Struct("<4sHI")
 PREFIX_BYTES = _PREFIX.size
 _FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
@@ -83,6 +85,7 @@ def pack(q: QuantizedGaussians, metadata: Dict[str, object]) -> bytes:
         "sh_coeffs": q.sh_coeffs,
         "sh_mode": q.sh_mode,
         "sh_bits": q.sh_bits,
+        "bits": check_bits(q.bits),
         "ranges": {k: v.astype(np.float32).tolist() for k, v in q.ranges.items()},
         "sections": sections,
         "extra": q.extra,
@@ -100,8 +103,9 @@ def _body(data: bytes, name: str) -> bytes:
     magic, version, crc = _PREFIX.unpack_from(data)
     if magic != MAGIC:
         raise ValueError(f"{name}: not a difix-ns splat file (starts with {magic!r}, expected {MAGIC!r})")
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{name}: format version {version} is not supported (this difix-ns reads {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"{name}: format version {version} is not supported (this difix-ns reads versions "
+                         f"{', '.join(map(str, READABLE_VERSIONS))})")  # fmt: skip
     body = data[_PREFIX.size :]
     if zlib.crc32(body) != crc:
         raise ValueError(f"{name}: checksum mismatch, the file is corrupt or truncated ({len(data)} bytes)")
@@ -160,7 +164,7 @@ def unpack(data: bytes, name: str = "<bytes>") -> Tuple[QuantizedGaussians, Dict
         ranges = {k: np.asarray(v, dtype=np.float32) for k, v in header["ranges"].items()}
         q = QuantizedGaussians(
             codes, ranges, int(header["sh_degree"]), int(header["sh_coeffs"]), str(header["sh_mode"]),
-            int(header["sh_bits"]), dict(header.get("extra", {})),
+            int(header["sh_bits"]), dict(header.get("extra", {})), check_bits(header.get("bits", DEFAULT_BITS)),
         )  # fmt: skip
         _check_ranges(q)
     except (KeyError, IndexError, TypeError, ValueError) as error:
@@ -176,6 +180,9 @@ def _check_ranges(q: QuantizedGaussians) -> None:
         needed["sh_centroids"] = q.codes["sh_centroids"].shape[1]
         if int(q.codes["sh_labels"].max()) >= q.codes["sh_centroids"].shape[0]:
             raise ValueError("an SH label points past the codebook")
+    for key, bits in q.bits.items():
+        if q.codes[key].size and int(q.codes[key].max()) >= 2**bits:
+            raise ValueError(f"{key} holds codes past its {bits} bits")
     for key, width in needed.items():
         if q.ranges[key].shape != (2, width) or not np.isfinite(q.ranges[key]).all():
             raise ValueError(f"range of {key} must be 2 x {width} finite numbers, got shape {q.ranges[key].shape}")

@@ -96,6 +96,9 @@ class DifixFixingConfig:
     from one spacing away; near a training view the render is as good as the reconstruction gets, and a fixer
     trained on held-out renders over-corrects it), or (`none`) the fixed render as is.
     `benchmarks/results/postprocess_blend` measures both on the same runs."""
+    postprocess_strength: float = 1.0
+    """Scales the post-processing change: render + strength x (fixed - render), after the blend above (`difix-ns
+    compress --restorer` chooses it for a decompressed scene's restorer)."""
     pseudo_loss_weight: float = 0.3
     """Weight of the loss on pseudo views (pseudo rays in nerfacto), the paper's 0.3."""
 
@@ -129,6 +132,8 @@ class DifixFixingMixin:
             raise ValueError(f"postprocess_reference must be one of {REFERENCE_MODES}, got {reference!r}")
         if self.config.postprocess_blend not in ("none", "distance"):
             raise ValueError(f"postprocess_blend must be none or distance, got {self.config.postprocess_blend!r}")
+        if not 0.0 <= self.config.postprocess_strength <= 1.0:
+            raise ValueError(f"postprocess_strength must be in [0, 1], got {self.config.postprocess_strength}")
         self.fixing = FixingState()
         self.viewer_postprocess = ViewerCheckbox(
             "Difix post-processing",
@@ -235,10 +240,10 @@ class DifixFixingMixin:
         fixed = fixer.fix(rgb.detach().float().clamp(0, 1).permute(2, 0, 1)[None], refs, warped)
         self.viewer_fixer_latency.value = round(1000.0 * (time.perf_counter() - start), 1)
         fixed = fixed[0].permute(1, 2, 0).to(rgb.device, rgb.dtype)
+        weight = self.config.postprocess_strength
         if self.config.postprocess_blend == "distance" and views is not None and len(views) > 1:
-            weight = self._distance_weight(camera)
-            fixed = rgb + weight * (fixed - rgb)
-        return fixed
+            weight *= self._distance_weight(camera)
+        return fixed if weight == 1.0 else rgb + weight * (fixed - rgb)
 
     def _distance_weight(self, camera: Cameras) -> float:
         """min(1, distance to the nearest training view / training-camera spacing) (`postprocess_blend`)."""

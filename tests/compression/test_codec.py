@@ -3,6 +3,7 @@ smallest-budget error, and clear errors on corrupt, truncated and foreign files.
 
 from __future__ import annotations
 
+import json
 import lzma
 import struct
 import zlib
@@ -11,9 +12,13 @@ import numpy as np
 import pytest
 
 from difix_ns.compression import (
+    BITS_LADDER,
+    DEFAULT_BITS,
     CodecOptions,
+    check_bits,
     dequantize,
     encode_at,
+    encode_best,
     encode_to_budget,
     morton_codes,
     pack,
@@ -164,3 +169,74 @@ def test_importance_is_each_gaussians_share_of_the_rendered_alpha():
                                 torch.zeros(3, 1), viewmats, Ks, 32, 32)  # fmt: skip
     assert importance.sum() == pytest.approx(float(alpha.sum()), rel=1e-4)
     assert importance[0] > 3 * importance[1] > 0
+
+
+@pytest.mark.parametrize("bits", [BITS_LADDER[1], BITS_LADDER[4], BITS_LADDER[-1]])
+def test_coarser_bits_round_trip_and_decode_within_half_a_step(bits):
+    params = random_params(400)
+    params["means"][:, 0] = np.linspace(0.0, 4.0, 400)  # distinct x: decoded Gaussians are matched by it
+    q = quantize(params, 0, bits=bits)
+    r, _ = unpack(pack(q, META), "coarse.dxs")
+    assert_same(q, r)
+    assert r.bits == bits
+    for key, width in bits.items():
+        assert int(q.codes[key].max()) < 2**width, f"{key} codes fit {width} bits"
+    decoded = dequantize(r)
+    order, original_order = np.argsort(decoded["means"][:, 0]), np.argsort(params["means"][:, 0])
+    if bits["means"] >= 11:  # x still tells the Gaussians apart
+        decoded = {k: v[order] for k, v in decoded.items()}
+        original = {k: v[original_order] for k, v in params.items()}
+        span = params["scales"].max(0) - params["scales"].min(0)
+        assert (np.abs(decoded["scales"] - original["scales"]) <= span / (2 ** bits["scales"] - 1) / 2 + 1e-5).all()
+        sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+        half_bin = 1 / 2 ** (bits["opacities"] + 1)
+        assert np.abs(sigmoid(decoded["opacities"]) - sigmoid(original["opacities"])).max() <= half_bin + 1e-6
+    assert np.isfinite(np.concatenate([v.reshape(len(v), -1) for v in decoded.values()], 1)).all()
+
+
+def test_fewer_bits_store_more_gaussians_in_the_same_bytes():
+    params, importance = random_params(3000), np.random.default_rng(2).random(3000)
+    budget = len(encode_at(params, importance, 1000, CodecOptions(), META))
+    coarse = encode_to_budget(params, importance, budget, CodecOptions(bits=BITS_LADDER[5]), META)
+    assert len(coarse.data) <= budget and coarse.num_gaussians > 1300 and coarse.bits == BITS_LADDER[5]
+
+
+def test_version_1_files_without_bits_still_decode():
+    q = quantize(random_params(100), 1)
+    body = lzma.decompress(pack(q, META)[10:], format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
+    (length,) = struct.unpack_from("<I", body)
+    header = json.loads(body[4 : 4 + length])
+    assert header.pop("bits") == DEFAULT_BITS
+    text = json.dumps(header).encode()
+    r, metadata = unpack(_repacked(struct.pack("<I", len(text)) + text + body[4 + length :]), "v1.dxs")
+    assert r.bits == DEFAULT_BITS and metadata == META
+    assert_same(q, r)
+
+
+def test_bad_bits_are_refused():
+    with pytest.raises(ValueError, match="bits of means must be an integer in 1..16"):
+        check_bits({**DEFAULT_BITS, "means": 17})
+    with pytest.raises(ValueError, match="bits must give exactly"):
+        check_bits({"means": 8})
+    q = quantize(random_params(50), 0)
+    q.bits = {**DEFAULT_BITS, "scales": 2}  # the header claims fewer bits than the codes hold
+    with pytest.raises(ValueError, match="scales holds codes past its 2 bits"):
+        unpack(pack(q, META), "lying.dxs")
+
+
+def test_encode_best_keeps_the_best_scored_allocation_and_stops_after_two_falls():
+    params, importance = random_params(2000), np.random.default_rng(3).random(2000)
+    budget = len(encode_at(params, importance, 600, CodecOptions(), META))
+    preferred = BITS_LADDER[2]
+
+    def peaked(decoded):  # best at the third allocation: recognised by its decoded opacity levels
+        levels = len(np.unique(decoded["opacities"]))
+        return -abs(levels - 2 ** preferred["opacities"])
+
+    result = encode_best(params, importance, budget, CodecOptions(), META, peaked)
+    assert result.bits == preferred and len(result.data) <= budget
+    assert [s[0] for s in result.scores] == list(BITS_LADDER[:5]), "two falls after the best, then stop"
+    more = encode_best(params, importance, budget, CodecOptions(), META, lambda d: len(d["means"]))
+    counts = [count for _, count, _ in more.scores]
+    assert len(more.scores) == len(BITS_LADDER) and more.num_gaussians == max(counts)
+    assert more.bits == BITS_LADDER[counts.index(max(counts))], "a tie keeps the finer allocation"

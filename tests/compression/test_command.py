@@ -20,6 +20,7 @@ from difix_ns.compression.command import (
     DecompressConfig,
     compress_run,
     compress_scene,
+    parse_bits,
     parse_size,
     read_scene,
     uncompressed_ply_bytes,
@@ -111,6 +112,38 @@ def test_a_non_splat_run_is_refused(tmp_path):
     assert not (tmp_path / "x.dxs").exists()
     with pytest.raises(ValueError, match="no such config.yml"):
         compress_run(tmp_path / "missing.yml", tmp_path / "x.dxs", budget_bytes=10**6)
+
+
+def test_under_a_budget_the_bits_are_chosen_by_rendered_fidelity(scene, tmp_path):
+    """Each allocation of the ladder is fitted to the budget and scored by its renders against the uncompressed
+    scene's; the file holds the best one, and its fidelity is at least the fixed default's."""
+    from difix_ns.compression.codec import BITS_LADDER, DEFAULT_BITS
+    from difix_ns.compression.command import _calibration_cameras, _fidelity
+
+    budget = uncompressed_ply_bytes(scene.params["means"].shape[0], 3) // 30
+    chosen = compress_scene(scene, tmp_path / "auto.dxs", budget_bytes=budget)
+    fixed = compress_scene(scene, tmp_path / "fixed.dxs", budget_bytes=budget, bits=dict(DEFAULT_BITS))
+    assert chosen["bytes"] <= budget and fixed["bytes"] <= budget
+    assert fixed["bits"] == DEFAULT_BITS and fixed["bit_scores"] == []
+    tried = chosen["bit_scores"]
+    assert [t[0] for t in tried] == list(BITS_LADDER[: len(tried)]) and len(tried) >= 3
+    best = max(tried, key=lambda t: t[2])
+    assert chosen["bits"] == best[0] and chosen["num_gaussians"] == best[1]
+    q, _ = unpack((tmp_path / "auto.dxs").read_bytes(), "auto.dxs")
+    assert q.bits == chosen["bits"], "the file says which bits it holds"
+    score, _ = _fidelity(scene, _calibration_cameras(scene))
+    assert score(dequantize(q)) == pytest.approx(best[2], abs=1e-6)
+    default, _ = unpack((tmp_path / "fixed.dxs").read_bytes(), "fixed.dxs")
+    assert best[2] >= score(dequantize(default)) - 1e-6
+
+
+def test_bits_parse_as_auto_or_five_numbers():
+    assert parse_bits("auto") is None
+    assert parse_bits("12,5,5,5,5") == {"means": 12, "scales": 5, "quats": 5, "opacities": 5, "features_dc": 5}
+    with pytest.raises(ValueError, match="bits must be auto or five integers"):
+        parse_bits("12,5")
+    with pytest.raises(ValueError, match="bits of scales must be an integer in 1..8"):
+        parse_bits("12,9,5,5,5")
 
 
 def test_sizes_parse_with_units():

@@ -126,6 +126,37 @@ def test_a_restorer_post_processes_the_decompressed_run_in_ns_eval(scene, pairs,
     assert math.isfinite(results["psnr_fixed"]) and math.isfinite(results["psnr"])
 
 
+def test_compress_chooses_the_restorer_strength_and_decompress_applies_it(scene, pairs, tmp_path):
+    """`compress --restorer`: the strength with the best calibration PSNR is stored in the file (which still fits
+    the budget); `decompress --restorer` uses it unless told otherwise."""
+    import yaml
+
+    from difix_ns.compression.command import STRENGTHS, decompress_file
+    from difix_ns.compression.container import unpack
+    from difix_ns.training.train_fixer import TrainFixerConfig, train_fixer
+
+    _, _, manifest = pairs
+    restorer = train_fixer(TrainFixerConfig(manifests=(manifest,), out=tmp_path / "restorer", steps=2, batch_size=2,
+                                            crop_size=16, perceptual="off", val_every=2, save_every=10**6))  # fmt: skip
+    budget = _budget(scene, 20.0)
+    summary = compress_scene(scene, tmp_path / "scene.dxs", budget_bytes=budget, restorer=restorer)
+    scores = summary["restorer_scores"]
+    assert sorted(scores) == sorted(STRENGTHS) and summary["restorer_strength"] in STRENGTHS
+    assert scores[summary["restorer_strength"]] == max(scores.values())
+    data = (tmp_path / "scene.dxs").read_bytes()
+    assert len(data) == summary["bytes"] <= budget
+    assert unpack(data, "scene.dxs")[1]["restorer_strength"] == summary["restorer_strength"]
+
+    def strength(folder, **kwargs):
+        config_path, _ = decompress_file(tmp_path / "scene.dxs", tmp_path / folder, restorer, **kwargs)
+        return yaml.load(config_path.read_text(), Loader=yaml.Loader).pipeline.model.postprocess_strength
+
+    assert strength("stored") == summary["restorer_strength"]
+    assert strength("half", strength=0.5) == 0.5
+    with pytest.raises(ValueError, match=r"restorer strength must be in \[0, 1\]"):
+        strength("bad", strength=2.0)
+
+
 def test_a_plain_splatfacto_run_becomes_a_fixing_run_with_its_settings(tmp_path):
     import copy
 

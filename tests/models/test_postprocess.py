@@ -179,3 +179,9 @@ def test_distance_blend_keeps_renders_at_training_poses_and_fixes_far_ones(model
         model.config.postprocess_blend = "distance"
     expected = outputs["rgb"] + weight * (unblended - outputs["rgb"])
     torch.testing.assert_close(outputs["rgb_fixed"], expected)
+    model.config.postprocess_strength = 0.5  # scales the change after the blend
+    try:
+        halved = model.get_outputs_for_camera(camera, postprocess=True)["rgb_fixed"]
+    finally:
+        model.config.postprocess_strength = 1.0
+    torch.testing.assert_close(halved, outputs["rgb"] + 0.5 * weight * (unblended - outputs["rgb"]))
