@@ -1,6 +1,7 @@
 """`difix-ns compress` and `difix-ns decompress`: a splat run <-> one `.dxs` file <-> an ordinary run folder.
 
-The file embeds the run's config.yml (LZMA-compressed with the rest, counted in the budget) and the training step
+The file embeds the run's config.yml (deflated against a dictionary of typical configs, `config_text`, about 230
+bytes; counted in the budget) and the training step
 (splatfacto's active SH degree depends on it), so `decompress` needs nothing but the file and the dataset the
 config names (for `ns-eval`'s held-out views).
 
@@ -258,6 +259,7 @@ def compress_scene(
     the decoder will use), its strength is chosen (`restorer_strength`) and stored in the file."""
     from difix_ns.compression.budget import CodecOptions
     from difix_ns.compression.codec import DEFAULT_BITS, dequantize, kept_indices, prune
+    from difix_ns.compression.config_text import pack_config
     from difix_ns.compression.container import unpack
 
     if (budget_bytes is None) == (num_gaussians is None):
@@ -275,7 +277,8 @@ def compress_scene(
     if (finetune_steps or restorer is not None) and scene.pipeline is None:
         raise ValueError("fine-tuning and restorer strengths need the run's pipeline (a scene from read_scene)")
     options = CodecOptions(sh_degree=degree, codebook_size=codebook_size, bits=bits)
-    metadata = {"config_yml": scene.config_path.read_text(), "step": scene.step}
+    dictionary, config_bytes = pack_config(scene.config_path.read_text())
+    metadata = {"config_yml_deflated": config_bytes, "config_dictionary": dictionary, "step": scene.step}
     search = bits is None and budget_bytes is not None and scene.pipeline is not None
     cameras = _calibration_cameras(scene) if search or restorer is not None else None
     score = _fidelity(scene, cameras)[0] if search else None
@@ -409,9 +412,15 @@ def decompress_file(
         raise ValueError(f"{path}: no such file")
     q, metadata = unpack(path.read_bytes(), str(path))
     params = dequantize(q)
-    if "config_yml" not in metadata:
+    if "config_yml_deflated" in metadata:
+        from difix_ns.compression.config_text import unpack_config
+
+        original = unpack_config(metadata["config_yml_deflated"], metadata.get("config_dictionary", -1), str(path))
+    elif "config_yml" in metadata:  # files of earlier difix-ns versions: the text itself
+        original = str(metadata["config_yml"])
+    else:
         raise ValueError(f"{path}: the file carries no config.yml")
-    text = relocated_config_yml(str(metadata["config_yml"]), out, str(path))
+    text = relocated_config_yml(original, out, str(path))
     if restorer is not None:
         import yaml
 

@@ -12,7 +12,8 @@ The JSON header holds the counts, SH mode, the bits per attribute (format versio
 none, were written at `codec.DEFAULT_BITS` and still decode), the float32 ranges (exact as JSON numbers), each section's name, dtype
 and shape, and free metadata (the run's config.yml, its step). Sections are stored planar for the entropy coder:
 columns one after another, 16-bit values split into a high-byte and a low-byte plane, and the Morton-sorted means
-delta coded along the Gaussians (mod 2^16). Decoding checks everything before trusting it and raises ValueError
+delta coded along the Gaussians (mod 2^16). Metadata values that are bytes (the deflated config.yml) follow the
+sections as raw blobs, named with their lengths in the header. Decoding checks everything before trusting it and raises ValueError
 naming the file.
 """
 
@@ -75,8 +76,10 @@ def _dtype_name(array: np.ndarray) -> str:
 
 
 def pack(q: QuantizedGaussians, metadata: Dict[str, object]) -> bytes:
-    """The file bytes of `q` plus JSON-serialisable `metadata`."""
+    """The file bytes of `q` plus `metadata` (JSON-serialisable values, or bytes stored raw)."""
     sections, payload = [], []
+    blobs = {k: bytes(v) for k, v in metadata.items() if isinstance(v, (bytes, bytearray))}
+    metadata = {k: v for k, v in metadata.items() if k not in blobs}
     for name, codes in q.codes.items():
         sections.append([name, _dtype_name(codes), list(codes.shape)])
         payload.append(_planes(codes, delta=name in _DELTA_CODED))
@@ -90,8 +93,10 @@ def pack(q: QuantizedGaussians, metadata: Dict[str, object]) -> bytes:
         "sections": sections,
         "extra": q.extra,
         "metadata": metadata,
+        "blobs": [[name, len(blob)] for name, blob in blobs.items()],
     }
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    payload += list(blobs.values())
     body = lzma.compress(struct.pack("<I", len(text)) + text + b"".join(payload), format=lzma.FORMAT_RAW,
                          filters=_FILTERS)  # fmt: skip
     return _PREFIX.pack(MAGIC, FORMAT_VERSION, zlib.crc32(body)) + body
@@ -158,6 +163,12 @@ def unpack(data: bytes, name: str = "<bytes>") -> Tuple[QuantizedGaussians, Dict
                 raise ValueError(f"section {section} runs past the end of the body")
             codes[section] = _from_planes(raw[offset : offset + size], dtype, shape, section in _DELTA_CODED)
             offset += size
+        blobs = {}
+        for blob, size in header.get("blobs", []):
+            if offset + int(size) > len(raw):
+                raise ValueError(f"metadata {blob} runs past the end of the body")
+            blobs[str(blob)] = raw[offset : offset + int(size)]
+            offset += int(size)
         missing = sorted(set(expected) - set(codes))
         if missing or offset != len(raw) or n < 1:
             raise ValueError(f"sections {missing} missing or {len(raw) - offset} stray bytes")
@@ -169,7 +180,7 @@ def unpack(data: bytes, name: str = "<bytes>") -> Tuple[QuantizedGaussians, Dict
         _check_ranges(q)
     except (KeyError, IndexError, TypeError, ValueError) as error:
         raise ValueError(f"{name}: the file's layout is inconsistent ({error})") from None
-    return q, dict(header.get("metadata", {}))
+    return q, {**dict(header.get("metadata", {})), **blobs}
 
 
 def _check_ranges(q: QuantizedGaussians) -> None:

@@ -201,6 +201,13 @@ def test_fewer_bits_store_more_gaussians_in_the_same_bytes():
     assert len(coarse.data) <= budget and coarse.num_gaussians > 1300 and coarse.bits == BITS_LADDER[5]
 
 
+def test_bytes_metadata_travels_as_raw_blobs():
+    q = quantize(random_params(30), 0)
+    blob = bytes(range(256)) * 3
+    _, metadata = unpack(pack(q, {**META, "blob": blob, "empty": b""}), "blob.dxs")
+    assert metadata == {**META, "blob": blob, "empty": b""}
+
+
 def test_version_1_files_without_bits_still_decode():
     q = quantize(random_params(100), 1)
     body = lzma.decompress(pack(q, META)[10:], format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])

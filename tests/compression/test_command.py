@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from difix_ns.compression import dequantize, unpack
+from difix_ns.compression import dequantize, pack, unpack
+from difix_ns.compression.config_text import pack_config, unpack_config
 from tool_runs import run_tool as _run
 
 from difix_ns.compression.command import (
@@ -20,9 +21,11 @@ from difix_ns.compression.command import (
     DecompressConfig,
     compress_run,
     compress_scene,
+    decompress_file,
     parse_bits,
     parse_size,
     read_scene,
+    relocated_config_yml,
     uncompressed_ply_bytes,
 )
 
@@ -56,7 +59,8 @@ def test_decompressed_checkpoint_holds_exactly_what_the_file_stores(compressed, 
     path, summary, tmp = compressed
     q, metadata = unpack(path.read_bytes(), str(path))
     assert summary["bytes"] == path.stat().st_size and q.num_gaussians == summary["num_gaussians"]
-    assert metadata["config_yml"] == splat_run.read_text()
+    assert unpack_config(metadata["config_yml_deflated"], metadata["config_dictionary"]) == splat_run.read_text()
+    assert len(metadata["config_yml_deflated"]) < 600, "the config costs a few hundred bytes, not kilobytes"
     (checkpoint_path,) = (tmp / "run" / "nerfstudio_models").glob("step-*.ckpt")
     checkpoint = torch.load(checkpoint_path, map_location="cpu")
     assert checkpoint_path.name == f"step-{ITERATIONS - 1:09d}.ckpt" and checkpoint["step"] == ITERATIONS - 1
@@ -135,6 +139,25 @@ def test_under_a_budget_the_bits_are_chosen_by_rendered_fidelity(scene, tmp_path
     assert score(dequantize(q)) == pytest.approx(best[2], abs=1e-6)
     default, _ = unpack((tmp_path / "fixed.dxs").read_bytes(), "fixed.dxs")
     assert best[2] >= score(dequantize(default)) - 1e-6
+
+
+def test_the_config_dictionary_is_frozen_and_bad_config_bytes_are_named(splat_run, compressed, tmp_path):
+    import hashlib
+
+    dictionary = Path(pack_config.__code__.co_filename).with_name("config_dictionary_1.yml")
+    assert hashlib.sha256(dictionary.read_bytes()).hexdigest() == (
+        "495671acb1c331f71bac78b2022e82d195b50c5c3fd9c6136aae264297abd4b0"
+    ), "a released dictionary never changes: add config_dictionary_2.yml instead"
+    number, data = pack_config(splat_run.read_text())
+    with pytest.raises(ValueError, match="config dictionary 9 is unknown"):
+        unpack_config(data, 9, "x.dxs")
+    with pytest.raises(ValueError, match="x.dxs: the embedded config.yml is unreadable"):
+        unpack_config(data[: len(data) // 2], number, "x.dxs")
+    # a file of an earlier version, config.yml stored as text, still decompresses
+    q, _ = unpack(compressed[0].read_bytes())
+    (tmp_path / "old.dxs").write_bytes(pack(q, {"config_yml": splat_run.read_text(), "step": ITERATIONS - 1}))
+    config_path, _ = decompress_file(tmp_path / "old.dxs", tmp_path / "old")
+    assert config_path.read_text() == relocated_config_yml(splat_run.read_text(), tmp_path / "old")
 
 
 def test_bits_parse_as_auto_or_five_numbers():
