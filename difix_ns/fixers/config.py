@@ -131,6 +131,7 @@ def build_fixer(config: "FixerConfig") -> Any:
             reference_attention=config.reference_attention,
             prompt=config.prompt,
             timestep=config.timestep,
+            noise_start=config.noise_start,
         )
     else:
         raise ValueError(f"unknown fixer backend {config.backend!r}; choose difix, nafnet, self or identity")
@@ -176,6 +177,10 @@ class FixerConfig:
     """Difix: prompt (None = the checkpoint's, else "remove degradation"); encoded once at load time."""
     timestep: Optional[int] = None
     """Difix: the single diffusion timestep (None = the checkpoint's, else 199)."""
+    noise_start: Optional[bool] = None
+    """Difix: noise the encoded render to the timestep's level first (NiFi's intermediate t0 start; set `timestep`
+    to t0) instead of Difix's no-noise step. None = the checkpoint's (saved by `train-fixer
+    --difix-noise-start`), else False."""
     random_init: bool = False
     """NAFNet without checkpoint: use an untrained network on purpose (tests, timing); otherwise it is an error."""
     nafnet_width: int = 16

@@ -8,6 +8,10 @@ One step, no noise added (checked against nv-tlabs/Difix3D `src/model.py` and RE
     eps = UNet(z, t=199, prompt embedding of "remove degradation")
     x0  = (z - sqrt(1 - abar_t) * eps) / sqrt(abar_t)        (abar from the DDPM scheduler's alphas_cumprod)
     out = clamp(VAE.decode(x0 / scaling_factor, skips) / 2 + 0.5, 0, 1)
+With `noise_start` (NiFi, "Nix and Fix", 2026: its restorer starts the single step from an intermediate noise
+level t0 instead of the clean latent) the encoded render is first noised to the step's own level,
+z_t = sqrt(abar_t) z + sqrt(1 - abar_t) n, and the UNet denoises z_t at t; the timestep is then t0 (`timestep`).
+The noise n is drawn fresh in training mode and from a fixed seed in eval mode (same input, same output).
 The reference draws z from the VAE posterior (`latent_dist.sample()`); here the posterior mean is used so the
 output is deterministic (the SD VAE's posterior std is far below the UNet's effect). The prompt is encoded once,
 when the model is loaded; the text encoder is not kept. With reference views only the target is decoded.
@@ -128,6 +132,9 @@ class DifixFixer(Fixer):
         reference_attention: whether reference views are mixed in (a `difix_ref` model); if False refs are ignored.
         prompt: the prompt `prompt_embeds` encodes (stored with the model).
         attention: "sdpa" (PyTorch SDPA, default) or "classic" (diffusers' plain processor, for comparisons).
+        noise_start: noise the encoded render to `timestep`'s level before the step (NiFi's t0 start) instead of
+            Difix's no-noise step.
+        noise_seed: seed of that noise in eval mode.
     """
 
     def __init__(
@@ -140,6 +147,8 @@ class DifixFixer(Fixer):
         reference_attention: bool = False,
         prompt: str = DEFAULT_PROMPT,
         attention: str = "sdpa",
+        noise_start: bool = False,
+        noise_seed: int = 0,
     ) -> None:
         super().__init__()
         if prompt_embeds.ndim != 3 or prompt_embeds.shape[0] != 1:
@@ -165,6 +174,8 @@ class DifixFixer(Fixer):
         self.reference_attention = bool(reference_attention)
         self.supports_refs = self.reference_attention
         self.prompt = prompt
+        self.noise_start = bool(noise_start)
+        self.noise_seed = int(noise_seed)
         self.size_multiple = vae.downsample_factor
         self.set_attention(attention)
         self._compiled: dict[str, Any] = {}
@@ -205,9 +216,22 @@ class DifixFixer(Fixer):
         out = self.vae.decode_with_skips(x0 / self.vae.config.scaling_factor, skips)
         return (out / 2 + 0.5).clamp(0, 1)
 
+    def start_latent(self, z: Float[Tensor, "BV C h w"]) -> Float[Tensor, "BV C h w"]:
+        """The UNet's input: z itself (Difix), or with `noise_start` z noised to `timestep`'s level (NiFi's t0)."""
+        if not self.noise_start:
+            return z
+        if self.training:
+            noise = torch.randn_like(z)
+        else:
+            generator = torch.Generator(device=z.device).manual_seed(self.noise_seed)
+            noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=torch.float32).to(z.dtype)
+        return self.alpha_bar**0.5 * z + (1 - self.alpha_bar) ** 0.5 * noise
+
     def denoise(self, z: Float[Tensor, "BV C h w"], num_views: int = 1) -> Float[Tensor, "BV C h w"]:
-        """One UNet call at `timestep` and the x0 estimate from the scheduler's alpha_bar (no noise added)."""
+        """One UNet call at `timestep` and the x0 estimate from the scheduler's alpha_bar (no noise added, unless
+        `noise_start`: `start_latent`)."""
         unet = self._compiled.get("unet", self.unet)
+        z = self.start_latent(z)
         t = torch.full((z.shape[0],), self.timestep, device=z.device, dtype=torch.long)
         cond = self.prompt_embeds.to(z.dtype).expand(z.shape[0], -1, -1)
         kwargs = {"num_views": num_views}
@@ -240,7 +264,7 @@ class DifixFixer(Fixer):
     ) -> "DifixFixer":
         """Load from a Hugging Face id (`nvidia/difix`, `nvidia/difix_ref`) or a local folder, in either the
         public layout or this project's; `kwargs` are `difix_checkpoint.load_difix_parts`'s options
-        (cache_dir, revision, merge_vae_lora, reference_attention, prompt, timestep)."""
+        (cache_dir, revision, merge_vae_lora, reference_attention, prompt, timestep, noise_start)."""
         return cls(**load_difix_parts(source, **kwargs), attention=attention).to(device=device, dtype=dtype)
 
     @classmethod
@@ -273,5 +297,6 @@ class DifixFixer(Fixer):
 
     def extra_repr(self) -> str:
         return json.dumps(
-            {"timestep": self.timestep, "reference_attention": self.reference_attention, "prompt": self.prompt}
+            {"timestep": self.timestep, "reference_attention": self.reference_attention, "prompt": self.prompt,
+             "noise_start": self.noise_start}
         )

@@ -14,7 +14,7 @@ run: the architecture is this project's (`difix_vae.py`, `reference_attention.py
 
 Own layout (`DifixFixer.save_pretrained`): the same folders without `text_encoder/` and `tokenizer/`, plus
 `prompt_embeds.safetensors` (the cached prompt embedding) and `model_index.json` with
-`"_class_name": "DifixFixer"`, `prompt`, `timestep`, `reference_attention`.
+`"_class_name": "DifixFixer"`, `prompt`, `timestep`, `noise_start`, `reference_attention`.
 
 Hub ids are fetched with `huggingface_hub.snapshot_download`; when `HF_HUB_OFFLINE` is set only the local cache
 is used. A local folder always wins over a hub id of the same spelling.
@@ -217,9 +217,10 @@ def load_difix_parts(
     reference_attention: Optional[bool] = None,
     prompt: Optional[str] = None,
     timestep: Optional[int] = None,
+    noise_start: Optional[bool] = None,
 ) -> dict:
     """The constructor arguments of a `DifixFixer` (vae, unet, scheduler, prompt_embeds, timestep,
-    reference_attention, prompt) read from a hub id or folder, in the public or this project's layout.
+    reference_attention, prompt, noise_start) read from a hub id or folder, in the public or this project's layout.
     `DifixFixer.from_pretrained` builds the fixer from them.
 
     Args:
@@ -231,6 +232,7 @@ def load_difix_parts(
         prompt: prompt to encode; None = the stored one, else "remove degradation". Needs the text encoder
             unless it equals the prompt stored with `prompt_embeds.safetensors`.
         timestep: single-step timestep; None = stored, else 199.
+        noise_start: start from the latent noised to the timestep's level (NiFi); None = stored, else False.
     """
     from diffusers import DDPMScheduler
 
@@ -250,6 +252,7 @@ def load_difix_parts(
         "timestep": int(timestep if timestep is not None else index.get("timestep", DEFAULT_TIMESTEP)),
         "reference_attention": reference_attention,
         "prompt": prompt,
+        "noise_start": bool(noise_start if noise_start is not None else index.get("noise_start", False)),
     }
 
 
@@ -271,6 +274,7 @@ def save_difix(fixer: Any, folder: Union[str, Path]) -> None:
         "_difix_ns_format": 1,
         "prompt": fixer.prompt,
         "timestep": fixer.timestep,
+        "noise_start": bool(getattr(fixer, "noise_start", False)),
         "reference_attention": fixer.reference_attention,
         "scheduler": ["diffusers", "DDPMScheduler"],
         "unet": ["diffusers", "UNet2DConditionModel"],

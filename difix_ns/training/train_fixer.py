@@ -58,6 +58,11 @@ class TrainFixerConfig:
     """difix: train the whole UNet (paper), a LoRA on its attention projections (cheaper), or keep it frozen."""
     unet_lora_rank: int = 8
     """difix with unet=lora: LoRA rank."""
+    difix_noise_start: Optional[bool] = None
+    """difix: train (and save for) NiFi's start from an intermediate noise level (`FixerConfig.noise_start`) at the
+    checkpoint's timestep or `difix_timestep`; None: as the checkpoint was saved."""
+    difix_timestep: Optional[int] = None
+    """difix: the single-step timestep t0 to train at (None: the checkpoint's)."""
     steps: int = 2000
     """Optimizer steps (total, counting resumed ones)."""
     max_seconds: Optional[float] = None
@@ -170,7 +175,8 @@ def _build_fixer(config: TrainFixerConfig) -> Tuple[Any, List[Any]]:
     from difix_ns.fixers.difix import DifixFixer
     from difix_ns.training.difix_finetune import prepare_difix_for_training
 
-    fixer = DifixFixer.from_pretrained(config.init_checkpoint, merge_vae_lora=False)
+    fixer = DifixFixer.from_pretrained(config.init_checkpoint, merge_vae_lora=False, timestep=config.difix_timestep,
+                                       noise_start=config.difix_noise_start)  # fmt: skip
     params = prepare_difix_for_training(fixer, config.unet, config.unet_lora_rank)
     return fixer.train(), params
 

@@ -58,6 +58,37 @@ def test_scheduler_alpha_bar_and_x0_formula():
     torch.testing.assert_close(x0, (z - (1 - abar) ** 0.5 * eps) / abar**0.5)
 
 
+def test_noise_start_denoises_the_latent_noised_to_the_timestep_level():
+    """NiFi's t0 start: z_t = sqrt(abar) z + sqrt(1 - abar) n, the UNet at t on z_t, x0 from z_t; fixed noise in
+    eval mode (same output twice), fresh noise in training mode."""
+    fixer = DifixFixer.random("tiny", seed=1).eval()
+    fixer.noise_start, fixer.noise_seed = True, 3
+    abar = fixer.alpha_bar
+    z = torch.randn(1, 4, 4, 4)
+    noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(3))
+    start = abar**0.5 * z + (1 - abar) ** 0.5 * noise
+    with torch.no_grad():
+        torch.testing.assert_close(fixer.start_latent(z), start)
+        eps = fixer.unet(start, torch.tensor([199]), encoder_hidden_states=fixer.prompt_embeds).sample
+        torch.testing.assert_close(fixer.denoise(z), (start - (1 - abar) ** 0.5 * eps) / abar**0.5)
+        x = _images(1, 16, 16)
+        torch.testing.assert_close(fixer.fix(x), fixer.fix(x), atol=0, rtol=0)
+        fixer.train()
+        assert not torch.equal(fixer.start_latent(z), fixer.start_latent(z)), "fresh noise while training"
+        fixer.noise_start = False
+        torch.testing.assert_close(fixer.start_latent(z), z)
+
+
+def test_noise_start_is_saved_and_can_be_overridden(tmp_path: Path):
+    fixer = DifixFixer.random("tiny", seed=2)
+    fixer.noise_start = True
+    fixer.save_pretrained(tmp_path / "nifi")
+    assert json.loads((tmp_path / "nifi" / "model_index.json").read_text())["noise_start"] is True
+    assert DifixFixer.from_pretrained(tmp_path / "nifi").noise_start, "a checkpoint trained for it keeps it"
+    config = FixerConfig(backend="difix", checkpoint=str(tmp_path / "nifi"), device="cpu", noise_start=False)
+    assert not config.setup().noise_start
+
+
 # ------------------------------------------------------------------ public layout
 def test_public_layout_tensor_names(nvidia_difix_dir: Path):
     keys = set(load_file(str(nvidia_difix_dir / "vae/diffusion_pytorch_model.safetensors")))

@@ -123,3 +123,18 @@ def test_difix_finetune_trains_decoder_lora_skips_and_unet(toy_manifest, tiny_di
     fixer = FixerConfig(backend="difix", checkpoint=str(folder), device="cpu").setup()
     x = torch.rand(1, 3, 32, 32)
     assert not torch.allclose(fixer.fix(x), base.eval().fix(x))
+
+
+def test_difix_finetune_with_noise_start_saves_a_nifi_style_fixer(toy_manifest, tiny_difix, tmp_path):
+    """train-fixer --difix-noise-start --difix-timestep t0: trained from the noised latent at t0, saved so that
+    loading it keeps both."""
+    config = TrainFixerConfig(
+        manifests=(toy_manifest,), out=tmp_path / "run", backend="difix", init_checkpoint=str(tiny_difix),
+        unet="lora", steps=1, crop_size=32, batch_size=2, perceptual="off", val_fraction=0.0,
+        difix_noise_start=True, difix_timestep=100,
+    )  # fmt: skip
+    folder = train_fixer(config)
+    fixer = FixerConfig(backend="difix", checkpoint=str(folder), device="cpu").setup()
+    assert fixer.noise_start and fixer.timestep == 100
+    x = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(fixer.fix(x), fixer.fix(x), atol=0, rtol=0)
