@@ -244,6 +244,23 @@ def restorer_strength(
     return best, scores
 
 
+def _checked_settings(scene: SplatScene, budget_bytes, num_gaussians, sh_degree, needs_pipeline: bool) -> int:
+    """The SH degree to store; ValueError naming the setting that does not fit the scene."""
+    if (budget_bytes is None) == (num_gaussians is None):
+        raise ValueError("give exactly one of budget_bytes (--budget) and num_gaussians (--num-gaussians)")
+    n, model_degree = scene.params["means"].shape[0], int(scene.config.pipeline.model.sh_degree)
+    degree = scene.active_sh_degree if sh_degree is None else sh_degree
+    if not 0 <= degree <= model_degree:
+        raise ValueError(f"sh_degree must be in 0..{model_degree} (the run's SH degree), got {sh_degree}")
+    if num_gaussians is not None and not 1 <= num_gaussians <= n:
+        raise ValueError(f"num_gaussians must be in 1..{n} (the run's Gaussians), got {num_gaussians}")
+    if budget_bytes is not None and budget_bytes <= 0:
+        raise ValueError(f"budget must be a positive number of bytes, got {budget_bytes}")
+    if needs_pipeline and scene.pipeline is None:
+        raise ValueError("fine-tuning and restorer strengths need the run's pipeline (a scene from read_scene)")
+    return degree
+
+
 def compress_scene(
     scene: SplatScene, out: Path, budget_bytes: Optional[int] = None, num_gaussians: Optional[int] = None,
     sh_degree: Optional[int] = None, codebook_size: int = 1024, progress=None, finetune_steps: int = 0,
@@ -262,20 +279,9 @@ def compress_scene(
     from difix_ns.compression.config_text import pack_config
     from difix_ns.compression.container import unpack
 
-    if (budget_bytes is None) == (num_gaussians is None):
-        raise ValueError("give exactly one of budget_bytes (--budget) and num_gaussians (--num-gaussians)")
     start = time.perf_counter()
-    n = scene.params["means"].shape[0]
-    model_degree = int(scene.config.pipeline.model.sh_degree)
-    degree = scene.active_sh_degree if sh_degree is None else sh_degree
-    if not 0 <= degree <= model_degree:
-        raise ValueError(f"sh_degree must be in 0..{model_degree} (the run's SH degree), got {sh_degree}")
-    if num_gaussians is not None and not 1 <= num_gaussians <= n:
-        raise ValueError(f"num_gaussians must be in 1..{n} (the run's Gaussians), got {num_gaussians}")
-    if budget_bytes is not None and budget_bytes <= 0:
-        raise ValueError(f"budget must be a positive number of bytes, got {budget_bytes}")
-    if (finetune_steps or restorer is not None) and scene.pipeline is None:
-        raise ValueError("fine-tuning and restorer strengths need the run's pipeline (a scene from read_scene)")
+    n, model_degree = scene.params["means"].shape[0], int(scene.config.pipeline.model.sh_degree)
+    degree = _checked_settings(scene, budget_bytes, num_gaussians, sh_degree, bool(finetune_steps or restorer))
     options = CodecOptions(sh_degree=degree, codebook_size=codebook_size, bits=bits)
     dictionary, config_bytes = pack_config(scene.config_path.read_text())
     metadata = {"config_yml_deflated": config_bytes, "config_dictionary": dictionary, "step": scene.step}
