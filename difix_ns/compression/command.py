@@ -414,6 +414,8 @@ def decompress_file(
     from difix_ns.compression.container import unpack
 
     path = Path(path)
+    if strength is not None and restorer is None:
+        raise ValueError("a restorer strength needs a restorer (--restorer)")
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     q, metadata = unpack(path.read_bytes(), str(path))

@@ -155,6 +155,9 @@ def test_compress_chooses_the_restorer_strength_and_decompress_applies_it(scene,
     assert strength("half", strength=0.5) == 0.5
     with pytest.raises(ValueError, match=r"restorer strength must be in \[0, 1\]"):
         strength("bad", strength=2.0)
+    with pytest.raises(ValueError, match="needs a restorer"):
+        decompress_file(tmp_path / "scene.dxs", tmp_path / "none", None, strength=0.5)
+    assert not (tmp_path / "none").exists()
 
 
 def test_a_plain_splatfacto_run_becomes_a_fixing_run_with_its_settings(tmp_path):
