@@ -101,7 +101,9 @@ def _prepare_scene(name: str, args, work: Path) -> dict:
     start = time.perf_counter()
     pairs = work / "pairs" / name
     pairs.mkdir(parents=True, exist_ok=True)
-    records = write_restoration_pairs(scene, pairs, args.ratios, args.novel_views, name, source_scene=name)
+    compressed = {f["target_ratio"]: Path(f["file"]) for f in files}
+    records = write_restoration_pairs(scene, pairs, args.ratios, args.novel_views, name, source_scene=name,
+                                      compressed=compressed)
     write_manifest(records, pairs)
     state = {"name": name, "data": str(data), "config": str(config_path), "uncompressed": base, "files": files,
              "read_seconds": scene.seconds, "pairs": len(records), "pairs_seconds": time.perf_counter() - start}  # fmt: skip

@@ -215,11 +215,12 @@ def _fidelity(scene: SplatScene, cameras) -> Tuple[Callable[[Dict[str, np.ndarra
 
 
 def restorer_strength(
-    scene: SplatScene, params: Dict[str, np.ndarray], restorer: Path, cameras=None
+    scene: SplatScene, params: Dict[str, np.ndarray], restorer: Path, cameras=None,
+    reference: Optional[List[np.ndarray]] = None,
 ) -> Tuple[float, Dict[float, float]]:
     """(best strength of `STRENGTHS`, PSNR at each) of a restorer on the decoded Gaussians `params`: renders at the
-    calibration cameras, restored and blended `render + s (restored - render)`, against the uncompressed renders.
-    Ties go to the weaker strength."""
+    calibration cameras, restored and blended `render + s (restored - render)`, against the uncompressed renders
+    (`reference`, rendered here when not given). Ties go to the weaker strength."""
     import torch
 
     from difix_ns.compression.restoration import render_scene
@@ -232,7 +233,8 @@ def restorer_strength(
     check_fixer_config(fixer_config)
     fixer = build_fixer(fixer_config)
     cameras = _calibration_cameras(scene) if cameras is None else cameras
-    reference = render_scene(scene.pipeline.model, None, cameras)
+    if reference is None:
+        reference = render_scene(scene.pipeline.model, None, cameras)
     renders = render_scene(scene.pipeline.model, params, cameras)
     with torch.no_grad():
         restored = [fixer.fix(torch.from_numpy(r).permute(2, 0, 1)[None].float())[0].permute(1, 2, 0).cpu().numpy()
@@ -287,7 +289,7 @@ def compress_scene(
     metadata = {"config_yml_deflated": config_bytes, "config_dictionary": dictionary, "step": scene.step}
     search = bits is None and budget_bytes is not None and scene.pipeline is not None
     cameras = _calibration_cameras(scene) if search or restorer is not None else None
-    score = _fidelity(scene, cameras)[0] if search else None
+    score, reference = _fidelity(scene, cameras) if search else (None, None)
     result = _encode(scene.params, scene.importance, budget_bytes, num_gaussians, options, metadata, progress, score)
     options.bits, params, importance = result.bits, scene.params, scene.importance
     if finetune_steps:
@@ -302,7 +304,7 @@ def compress_scene(
     strength, strengths = None, {}
     if restorer is not None:
         decoded = dequantize(unpack(result.data)[0])
-        strength, strengths = restorer_strength(scene, decoded, Path(restorer), cameras)
+        strength, strengths = restorer_strength(scene, decoded, Path(restorer), cameras, reference)
         metadata = {**metadata, "restorer_strength": strength}
         count = None if num_gaussians is None else result.num_gaussians
         # the same Gaussians fitted again: the strength's few header bytes may not break the cap

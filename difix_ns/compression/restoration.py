@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Sequence
+from typing import Dict, List, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from jaxtyping import Float
 __all__ = [
     "between_cameras",
     "decoded_at_budget",
+    "decoded_file",
     "render_scene",
     "restorer_manifests",
     "write_manifest",
@@ -83,18 +84,25 @@ def render_scene(model, params: Optional[Dict[str, np.ndarray]], cameras) -> Lis
             model.gauss_params[key] = value
 
 
+def decoded_file(path: Path) -> Dict[str, object]:
+    """The Gaussians a decoder gets from a compressed file: {"params", "bytes", "num_gaussians"}."""
+    from difix_ns.compression.codec import dequantize
+    from difix_ns.compression.container import unpack
+
+    data = Path(path).read_bytes()
+    params = dequantize(unpack(data, str(path))[0])
+    return {"params": params, "bytes": len(data), "num_gaussians": int(params["means"].shape[0])}
+
+
 def decoded_at_budget(scene, budget_bytes: int) -> Dict[str, object]:
     """The scene as a decoder gets it from `difix-ns compress --budget budget_bytes` (the same file, decoded):
     {"params", "bytes", "num_gaussians"}."""
-    from difix_ns.compression.codec import dequantize
     from difix_ns.compression.command import compress_scene
-    from difix_ns.compression.container import unpack
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "scene.dxs"
-        summary = compress_scene(scene, path, budget_bytes=budget_bytes)
-        q, _ = unpack(path.read_bytes(), str(path))
-    return {"params": dequantize(q), "bytes": summary["bytes"], "num_gaussians": summary["num_gaussians"]}
+        compress_scene(scene, path, budget_bytes=budget_bytes)
+        return decoded_file(path)
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
@@ -107,11 +115,14 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 def write_restoration_pairs(
     scene, out: Path, ratios: Sequence[float], novel_per_view: int = 2, unit: str = "compression", seed: int = 0,
     source_scene: Optional[str] = None, progress=None, clean_pairs: bool = True,
+    compressed: Optional[Mapping[float, Path]] = None,
 ) -> List[dict]:  # fmt: skip
     """Pairs (compressed render, uncompressed render) of a read splat run (`command.read_scene`) at budgets of the
     float32 PLY size / each ratio, at its training cameras and `novel_per_view` novel cameras per training camera;
     with `clean_pairs`, also (uncompressed render, itself) at the same cameras (`ratio` 1.0): a restorer then
     learns to leave a render without artifacts alone (a lightly compressed scene, or a scene it never saw).
+    `compressed`: files already written by `compress_scene` at some of the ratios (ratio -> file), decoded
+    instead of compressed again (the encoding is deterministic, so the pairs are the same).
 
     Writes `out/pairs/<unit>/ratio-<r>/*_{degraded,clean}.png` and returns curation records (paths relative to
     `out`; `strategy` "compression", `camera` "train" or "novel", `ratio`, `bytes`, `num_gaussians`)."""
@@ -134,8 +145,12 @@ def write_restoration_pairs(
     records = []
     levels = ([1.0] if clean_pairs else []) + sorted(ratios)
     for ratio in levels:
-        decoded = decoded_at_budget(scene, int(ply / ratio)) if ratio > 1 else {"params": None, "bytes": ply,
-                                                                              "num_gaussians": len(scene.importance)}
+        if ratio <= 1:
+            decoded = {"params": None, "bytes": ply, "num_gaussians": len(scene.importance)}
+        elif compressed and ratio in compressed:
+            decoded = decoded_file(compressed[ratio])
+        else:
+            decoded = decoded_at_budget(scene, int(ply / ratio))
         folder = Path(out) / "pairs" / unit / f"ratio-{ratio:g}"
         for kind, cams, stems in cameras:
             renders = render_scene(model, decoded["params"], cams) if ratio > 1 else clean[kind]

@@ -64,10 +64,20 @@ def test_pairs_are_the_decoded_file_against_the_full_scene(scene, pairs, tmp_pat
     assert len(records) == 3 * 2 * views, "clean + 2 ratios, each at the training + 1 novel camera per view"
     assert all(r["degraded"] == r["clean"] for r in records if r["ratio"] == 1.0)
     for ratio in (10.0, 40.0):
-        file = compress_scene(scene, tmp_path / "f.dxs", budget_bytes=_budget(scene, ratio))
+        file = compress_scene(scene, tmp_path / f"{ratio:g}.dxs", budget_bytes=_budget(scene, ratio))
         mine = [r for r in records if r["ratio"] == ratio]
         assert {r["bytes"] for r in mine} == {file["bytes"]}, "pairs come from exactly the file compress writes"
         assert {r["num_gaussians"] for r in mine} == {file["num_gaussians"]}
+    # the benchmark hands over the files it wrote: decoded, not compressed again, and the same pairs
+    again = write_restoration_pairs(scene, tmp_path / "again", [40.0], novel_per_view=1, unit="s", clean_pairs=False,
+                                    compressed={40.0: tmp_path / "40.dxs"})  # fmt: skip
+    before = {r["id"]: r for r in records if r["ratio"] == 40.0}
+    assert len(again) == len(before)
+    for record in again:
+        old = before[record["id"]]
+        assert record["bytes"] == old["bytes"]
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "again" / record["degraded"])),
+                              np.asarray(Image.open(out / old["degraded"])))  # fmt: skip
     clean = render_scene(scene.pipeline.model, None, scene.pipeline.datamanager.train_dataset.cameras)
     first = next(r for r in records if r["camera"] == "train")
     saved = np.asarray(Image.open(out / first["clean"]), np.float64) / 255.0
