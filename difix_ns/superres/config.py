@@ -42,8 +42,19 @@ class SelfSuperResConfig:
     """AdamW learning rate."""
     seed: int = 0
     """Seed of the crops and the initial weights."""
+    scale_step: int = 2
+    """The network learns one x`scale_step` step (LR views downscaled by it and bicubic-upsampled back, against the
+    LR views) and upscales in stages of at most that step until the factor is reached (ZSSR's gradual SR): a x4
+    step learnt on views 4x smaller than the LR ones over-sharpens one scale up. >= factor: one stage."""
+    strength: Optional[float] = None
+    """Residual strength s of each stage, x + s (network(x) - x), in [0, 1]; None: chosen after training among
+    0, 0.25, ..., 1 on the LR views themselves (downscaled by the factor, upscaled in stages, against the LR views)."""
 
     def validate(self) -> None:
+        if self.strength is not None and not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"superres.self_sr.strength must be in [0, 1] or None, got {self.strength!r}")
+        if isinstance(self.scale_step, bool) or not isinstance(self.scale_step, int) or self.scale_step < 2:
+            raise ValueError(f"superres.self_sr.scale_step must be an integer >= 2, got {self.scale_step!r}")
         for name in ("steps", "width", "batch_size", "crop_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

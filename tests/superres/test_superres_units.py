@@ -3,13 +3,18 @@ colour fix, and the two SR back-ends."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from difix_ns.superres.backends import make_backend
 from difix_ns.superres.base import sr_targets
 from difix_ns.superres.config import MIN_LR_SIZE, SelfSuperResConfig, SuperResConfig, check_lr_size
 from difix_ns.superres.ops import color_fix, downsample, sr3d_loss, upsample
+from difix_ns.superres.self_sr import STRENGTHS, stage_sizes
 from difix_ns.training.losses import photometric_loss
 
 
@@ -101,10 +106,50 @@ def test_self_backend_trains_on_the_lr_views_and_upscales(tmp_path):
     assert len(manifest) == 3
     summary = (tmp_path / "train" / "summary.json").read_text()
     assert '"step": 3' in summary
+    # the strength is chosen on the LR views (best PSNR, a tie keeps the weaker) and saved beside the network
+    chosen = json.loads((backend.folder / "self_sr.json").read_text())
+    scores = {float(k): v for k, v in chosen["scores"].items()}
+    assert sorted(scores) == list(STRENGTHS) and chosen["scale_step"] == 2
+    assert chosen["strength"] == backend.strength == max(STRENGTHS, key=lambda s: (round(scores[s], 4), -s))
     out = sr_targets(backend, views[0][None], torch.rand(1, 3, 32, 32), (32, 32), apply_color_fix=True)
     assert out.shape == (1, 3, 32, 32) and 0 <= float(out.min()) and float(out.max()) <= 1
-    # a second back-end loads the trained network from its folder: same output
+    # a second back-end loads the trained network and its strength from its folder: same output
     again = make_backend(SuperResConfig(backend="self"))
     again.load(backend.folder)
     x = torch.rand(1, 3, 16, 16)
     torch.testing.assert_close(again.upscale(x, None, (32, 32)), backend.upscale(x, None, (32, 32)))
+
+
+def test_self_backend_upscales_in_x2_stages_and_conditions_the_last_on_the_render(tmp_path):
+    torch.manual_seed(0)
+    views = [torch.rand(3, 16, 16) for _ in range(3)]
+    backend = make_backend(SuperResConfig(backend="self", self_sr=SelfSuperResConfig(steps=2, crop_size=16,
+                                                                                     strength=1.0)))  # fmt: skip
+    backend.prepare(views, 4, tmp_path)
+    pairs = [json.loads(line) for line in (tmp_path / "pairs" / "manifest.jsonl").read_text().splitlines()]
+    degraded = np.asarray(Image.open(tmp_path / "pairs" / pairs[0]["degraded"]), np.float32) / 255.0
+    expected = upsample(downsample(views[0][None], (8, 8)), (16, 16))[0].permute(1, 2, 0).numpy()
+    assert np.abs(degraded - expected).max() <= 1 / 255 + 1e-6, "pairs are one x2 round trip, not x4"
+    lr, render = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 32, 32)
+    net = lambda x: (x + (backend.fixer.fix(x, None) - x)).clamp(0, 1)  # noqa: E731 (strength 1)
+    # without a render: bicubic x2, network, bicubic x2, network
+    staged = net(upsample(net(upsample(lr, (16, 16))), (32, 32)))
+    torch.testing.assert_close(backend.upscale(lr, None, (32, 32)), staged)
+    # with one: the render at the last stage's input size replaces the first stage
+    conditioned = net(upsample(downsample(render, (16, 16)), (32, 32)))
+    torch.testing.assert_close(backend.upscale(lr, render, (32, 32)), conditioned)
+    # strength 0 is bicubic upsampling in stages
+    backend.strength = 0.0
+    torch.testing.assert_close(backend.upscale(lr, None, (32, 32)), upsample(upsample(lr, (16, 16)), (32, 32)))
+
+
+def test_stage_sizes_are_geometric_steps_of_at_most_the_scale_step():
+    assert stage_sizes((8, 10), (32, 40), 2) == [(16, 20), (32, 40)]
+    assert stage_sizes((8, 10), (32, 40), 4) == [(32, 40)]
+    assert stage_sizes((8, 10), (32, 40), None) == [(32, 40)]
+    assert stage_sizes((10, 10), (30, 30), 2) == [(17, 17), (30, 30)], "x3 in two steps of sqrt(3)"
+    assert stage_sizes((8, 8), (64, 64), 2) == [(16, 16), (32, 32), (64, 64)]
+    with pytest.raises(ValueError, match="scale_step must be an integer >= 2"):
+        SelfSuperResConfig(scale_step=1).validate()
+    with pytest.raises(ValueError, match=r"strength must be in \[0, 1\]"):
+        SelfSuperResConfig(strength=1.5).validate()
