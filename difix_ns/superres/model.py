@@ -10,7 +10,7 @@ evaluation scores the 3D scene's own renders.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Type
+from typing import Callable, Dict, Literal, Optional, Type
 
 from torch import Tensor
 
@@ -28,6 +28,10 @@ class Sr3dSplatfactoModelConfig(DifixSplatfactoModelConfig):
     _target: Type = field(default_factory=lambda: Sr3dSplatfactoModel)
     num_downscales: int = 0
     """Splatfacto's coarse-to-fine downscales: off (the stages set the resolution)."""
+    rasterize_mode: Literal["classic", "antialiased"] = "antialiased"
+    """gsplat's antialiased mode (Mip-Splatting's 2D filter; 3DSR's representation is Mip-Splatting): Gaussians fitted
+    at LR keep their footprint when rendered at HR. Measured on the super-resolution benchmark's synthetic scene:
+    LR-only training rendered at HR 13.44 dB classic, 18.81 antialiased; sr3d 19.42 classic, 19.77 antialiased."""
     postprocess: bool = False
     """Difix3D+ post-processing of renders with `--pipeline.model.fixer` (off: the 3DSR scene is the result)."""
 
