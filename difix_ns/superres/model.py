@@ -30,8 +30,9 @@ class Sr3dSplatfactoModelConfig(DifixSplatfactoModelConfig):
     """Splatfacto's coarse-to-fine downscales: off (the stages set the resolution)."""
     rasterize_mode: Literal["classic", "antialiased"] = "antialiased"
     """gsplat's antialiased mode (Mip-Splatting's 2D filter; 3DSR's representation is Mip-Splatting): Gaussians fitted
-    at LR keep their footprint when rendered at HR. Measured on the super-resolution benchmark's synthetic scene:
-    LR-only training rendered at HR 13.44 dB classic, 18.81 antialiased; sr3d 19.42 classic, 19.77 antialiased."""
+    at LR keep their footprint when rendered at HR. Measured on the super-resolution benchmark: synth0's LR-only
+    training rendered at HR 13.44 dB classic, 18.81 antialiased, sr3d 19.42 -> 19.77; but fruit's sr3d 21.27 -> 20.39
+    (classic may suit a capture better: `--pipeline.model.rasterize-mode classic`)."""
     postprocess: bool = False
     """Difix3D+ post-processing of renders with `--pipeline.model.fixer` (off: the 3DSR scene is the result)."""
 
