@@ -28,11 +28,10 @@ class Sr3dSplatfactoModelConfig(DifixSplatfactoModelConfig):
     _target: Type = field(default_factory=lambda: Sr3dSplatfactoModel)
     num_downscales: int = 0
     """Splatfacto's coarse-to-fine downscales: off (the stages set the resolution)."""
-    rasterize_mode: Literal["classic", "antialiased"] = "antialiased"
-    """gsplat's antialiased mode (Mip-Splatting's 2D filter; 3DSR's representation is Mip-Splatting): Gaussians fitted
-    at LR keep their footprint when rendered at HR. Measured on the super-resolution benchmark: synth0's LR-only
-    training rendered at HR 13.44 dB classic, 18.81 antialiased, sr3d 19.42 -> 19.77; but fruit's sr3d 21.27 -> 20.39
-    (classic may suit a capture better: `--pipeline.model.rasterize-mode classic`)."""
+    rasterize_mode: Literal["classic", "antialiased"] = "classic"
+    """gsplat's rasterization. Antialiased (Mip-Splatting's 2D filter, 3DSR's representation) measured on the
+    super-resolution benchmark, sr3d classic -> antialiased: synth0 19.42 -> 19.77 dB, fruit 21.27 -> 20.39, beer
+    23.95 -> 23.76. It helps the synthetic scene only, so classic stays the default."""
     postprocess: bool = False
     """Difix3D+ post-processing of renders with `--pipeline.model.fixer` (off: the 3DSR scene is the result)."""
 
