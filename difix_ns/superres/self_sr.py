@@ -112,17 +112,17 @@ class SelfBackend(SuperResBackend):
     @torch.no_grad()
     def _choose_strength(self, lr_views: List[Tensor], factor: int) -> Dict[float, float]:
         """Mean PSNR of each strength of `STRENGTHS`: LR views downscaled by `factor`, upscaled in stages."""
-        scores = {}
-        for strength in STRENGTHS:
-            values = []
-            for view in lr_views:
-                view = view[None].float()
-                h, w = view.shape[-2:]
-                small = downsample(view, lr_size(h, w, factor))
-                out = self._run_stages(small, stage_sizes(small.shape[-2:], (h, w), self.scale_step), strength)
-                values.append(float(-10.0 * torch.log10(((out - view) ** 2).mean().clamp_min(1e-10))))
-            scores[strength] = float(np.mean(values))
-        return scores
+        from difix_ns.metrics import psnr
+
+        values: Dict[float, List[float]] = {strength: [] for strength in STRENGTHS}
+        for view in lr_views:
+            view = view[None].float()
+            h, w = view.shape[-2:]
+            small = downsample(view, lr_size(h, w, factor))
+            sizes = stage_sizes(tuple(small.shape[-2:]), (h, w), self.scale_step)
+            for strength in STRENGTHS:
+                values[strength].append(psnr(self._run_stages(small, sizes, strength), view))
+        return {strength: float(np.mean(v)) for strength, v in values.items()}
 
     def prepare(self, lr_views: List[Float[Tensor, "3 h w"]], factor: int, folder: Path) -> None:
         """Train the network on the LR views into `folder/train` (reused when finished there) and load it."""
@@ -153,13 +153,13 @@ class SelfBackend(SuperResBackend):
                 cpu=not torch.cuda.is_available(),
             )
         )
-        (Path(trained) / SETTINGS_FILE).write_text(json.dumps({"scale_step": c.scale_step}))
         self.load(trained)
-        if c.strength is None:
-            scores = self._choose_strength(lr_views, factor)
+        self.scale_step = c.scale_step
+        scores = self._choose_strength(lr_views, factor) if c.strength is None else {}
+        if scores:
             self.strength = max(STRENGTHS, key=lambda s: (round(scores[s], 4), -s))  # a tie keeps the weaker
-            settings = {"scale_step": c.scale_step, "strength": self.strength, "scores": scores}
-            (Path(trained) / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+        settings = {"scale_step": c.scale_step, "strength": self.strength, "scores": scores}
+        (Path(trained) / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
 
     def upscale(
         self,
