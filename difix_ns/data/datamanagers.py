@@ -7,7 +7,8 @@ samples rays from images held in the main process (`VanillaDataManager`: nerfact
 
 Before nerfstudio parses the dataset and caches any image, `validate_data` checks it
 (`difix_ns.data.validate`): every unreadable, truncated, missing or mis-sized image, bad pose or intrinsics and
-empty split is listed in one `DatasetError`, within seconds of start and before the model is built.
+empty split is listed in one `DatasetError`, within seconds of start and before the model is built. The parser
+outputs of that check are what nerfstudio's constructor then uses: the dataset is parsed once.
 
 Pseudo views (`difix_ns.progressive.PseudoViews`) are handed over with `set_pseudo_views` and kept apart from the
 real views (nerfstudio's own lists and cameras stay untouched, so its reloads cannot drop them). While there are
@@ -23,7 +24,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Dict, Generic, List, Literal, Optional, Tuple, Type, Union
+from typing import Callable, Dict, Generic, List, Literal, Optional, Tuple, Type, Union
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -37,6 +38,7 @@ from nerfstudio.data.datamanagers.base_datamanager import (
     VanillaDataManagerConfig,
 )
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
+from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataparserOutputs
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
 from difix_ns.data.validate import DatasetError, validate_dataset
@@ -67,28 +69,54 @@ def check_data_path(config: DataManagerConfig) -> None:
         raise FileNotFoundError(f"data folder {data} has no transforms.json. {hint}")
 
 
-def validate_data(config: DataManagerConfig, test_mode: str) -> None:
+def validate_data(config: DataManagerConfig, test_mode: str) -> Dict[str, DataparserOutputs]:
     """Check the dataset before nerfstudio loads it: a `DatasetError` lists every problem with its file name.
 
-    Parses the training split and the split nerfstudio evaluates on ("val" while training, "test" in ns-eval) once
-    more with the configured parser and checks images, cameras and splits (`difix_ns.data.validate`). Skipped in
-    test_mode "inference" (no image is read then) and with `validate_data=False`. Uncaught, the error prints as one
-    message without a traceback (`difix_ns.errors.install_user_error_hook`).
+    Parses the training split and the split nerfstudio evaluates on ("val" while training, "test" in ns-eval) with
+    the configured parser and checks images, cameras and splits (`difix_ns.data.validate`); returns the parser
+    outputs per split ({} when skipped: test_mode "inference", where no image is read, or `validate_data=False`).
+    Uncaught, the error prints as one message without a traceback (`difix_ns.errors.install_user_error_hook`).
     """
     check_data_path(config)
     if test_mode == "inference" or not getattr(config, "validate_data", True):
-        return
+        return {}
     data = config.data if config.data is not None else config.dataparser.data
     try:
-        validate_dataset(data, config.dataparser, splits=("train", "test" if test_mode == "test" else "val"))
+        return validate_dataset(data, config.dataparser, splits=("train", "test" if test_mode == "test" else "val"),
+                                quiet=False)  # fmt: skip
     except DatasetError:
         install_user_error_hook()
         raise
 
 
+def _reusing(parse: Callable[..., DataparserOutputs], outputs: Dict[str, DataparserOutputs]) -> Callable[..., DataparserOutputs]:
+    """`parse` (a parser's `get_dataparser_outputs`) that first hands out `outputs`, each split once."""
+
+    def get_dataparser_outputs(split: str = "train", **kwargs) -> DataparserOutputs:
+        if split in outputs and not kwargs:
+            return outputs.pop(split)
+        return parse(split=split, **kwargs)
+
+    return get_dataparser_outputs
+
+
 class ValidatedDatamanager:
     """Mixin listed before a nerfstudio data manager: `validate_data` runs before nerfstudio's constructor parses
-    the dataset and caches any image; `_after_init` then sets the subclass's own state."""
+    the dataset and caches any image, and the constructor's parser gets the checked outputs instead of parsing
+    again; `_after_init` then sets the subclass's own state."""
+
+    _validated: Dict[str, DataparserOutputs] = {}
+
+    @property
+    def dataparser(self) -> DataParser:
+        return self.__dict__["_difix_dataparser"]
+
+    @dataparser.setter
+    def dataparser(self, parser: DataParser) -> None:
+        # nerfstudio's constructor sets up the parser, then asks it for the train and eval splits
+        if self._validated:
+            parser.get_dataparser_outputs = _reusing(parser.get_dataparser_outputs, self._validated)
+        self.__dict__["_difix_dataparser"] = parser
 
     def __init__(
         self,
@@ -99,8 +127,9 @@ class ValidatedDatamanager:
         local_rank: int = 0,
         **kwargs,
     ) -> None:
-        validate_data(config, test_mode)
+        self._validated = dict(validate_data(config, test_mode))
         super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
+        self._validated = {}
         self._after_init()
 
     def _after_init(self) -> None:

@@ -455,10 +455,12 @@ def _transforms_path(config: "DataParserConfig") -> Optional[Path]:
 # Folders
 
 
-def _parse(config: "DataParserConfig", split: str) -> "DataparserOutputs":
+def _parse(config: "DataParserConfig", split: str, quiet: bool = True) -> "DataparserOutputs":
     from nerfstudio.utils.rich_utils import CONSOLE
 
-    with CONSOLE.capture():  # the real start-up parses again and prints the parser's notes then
+    if not quiet:
+        return config.setup().get_dataparser_outputs(split=split)
+    with CONSOLE.capture():  # the parser's notes (e.g. its automatic downscale), printed where the outputs are used
         return config.setup().get_dataparser_outputs(split=split)
 
 
@@ -467,6 +469,7 @@ def validate_dataset(
     dataparser_config: Optional["DataParserConfig"] = None,
     splits: Sequence[str] = ("train", "val"),
     progress: Optional[bool] = None,
+    quiet: bool = True,
 ) -> Dict[str, "DataparserOutputs"]:
     """Parse a dataset with nerfstudio's data parser and check it; returns the parser outputs per split.
 
@@ -476,6 +479,7 @@ def validate_dataset(
             (`transforms.json`, as `ns-train ... nerfstudio-data`).
         splits: splits to parse and check ("train" and "val" as `ns-train` uses them; "test" for `ns-eval`).
         progress: progress bar while checking images (None: only for large datasets).
+        quiet: hide the parser's own notes (off where its outputs are used, as nerfstudio's data managers do).
 
     Raises:
         DatasetError: listing every problem found (parser failures included), each with its file name.
@@ -500,7 +504,7 @@ def validate_dataset(
     explained: List[DatasetProblem] = []  # parser failures that a full-resolution parse got past
     for split in splits:
         try:
-            outputs[split] = _parse(config, split)
+            outputs[split] = _parse(config, split, quiet)
         except Exception as err:  # reported with the split, next to every other problem
             failure = DatasetProblem(f"{split} split", f"nerfstudio's data parser failed: {_short(err)}")
             retried = _parse_fixed_scale(config, split)

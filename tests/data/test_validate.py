@@ -385,6 +385,26 @@ def test_data_manager_builds_on_a_good_dataset(clean_scene: Path, method: str):
     assert len(datamanager.train_dataset) == 8 and len(datamanager.eval_dataset) == 12
 
 
+@pytest.mark.parametrize("method", ["difix-splatfacto", "difix-nerfacto"])
+@pytest.mark.parametrize("test_mode", ["val", "test"])
+def test_data_manager_parses_each_split_once(clean_scene: Path, method: str, test_mode: str, monkeypatch):
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio
+
+    parsed = []
+    generate = Nerfstudio._generate_dataparser_outputs
+
+    def counted(self, split="train", **kwargs):
+        parsed.append(split)
+        return generate(self, split, **kwargs)
+
+    monkeypatch.setattr(Nerfstudio, "_generate_dataparser_outputs", counted)
+    datamanager = _method_config(method, clean_scene).pipeline.datamanager.setup(device="cpu", test_mode=test_mode)
+    assert sorted(parsed) == sorted(["train", test_mode])  # the check's parse is the one nerfstudio uses
+    assert len(datamanager.train_dataset) == 8 and len(datamanager.eval_dataset) == 12
+    datamanager.dataparser.get_dataparser_outputs(split="train")  # asked again later: parsed again
+    assert sorted(parsed) == sorted(["train", "train", test_mode])
+
+
 def test_check_can_be_switched_off(scene: Path, no_image_reads):
     Image.new("RGB", (RES + 2, RES)).save(scene / "images" / "train_004.png")
     config = _method_config("difix-splatfacto", scene).pipeline.datamanager
