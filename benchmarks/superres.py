@@ -7,7 +7,9 @@ manager) with the same total number of 3DGS steps:
   (ii)  bicubic:   splatfacto on the bicubic-upsampled LR views (one LR step, then bicubic targets, no LR term);
   (iii) per-frame: splatfacto on per-frame SR of the LR views by the back-end (no render conditioning, no LR term,
                    one round);
-  (iv)  sr3d:      sr3d-splatfacto: LR stage, then K rounds of SR conditioned on the render + the LR term.
+  (iv)  sr3d:      sr3d-splatfacto: LR stage, then K rounds of SR conditioned on the render + the LR term;
+  (o)   HR oracle: recipe (i) at factor 1, i.e. trained on the HR views themselves (what a perfect SR back-end
+                   would give): the most any recipe can gain over (ii) at this schedule.
 The `self` back-end (the default) is trained once per run that uses it, for a fixed number of steps.
 
 Scores: PSNR/SSIM of the held-out views at HR (`evaluation.evaluate_pipeline`, nerfstudio's metrics as ns-eval), wall
@@ -32,12 +34,14 @@ import numpy as np
 from difix_ns.runner import budget_args, run_ns_train, splatfacto_schedule_args
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+ORACLE = "o_hr_oracle"
+"""The recipe trained on the HR training views (factor 1, no SR)."""
 REAL_DOWNSCALE = {"fruit": 6, "beer": 8}
 """HR = the capture shrunk this many times (fruit 605x806 -> 101x134, beer 1920x1080 -> 240x135)."""
 
 
 def recipes(iterations: int, lr_iterations: int, rounds: int, backend: List[str]) -> Dict[str, List[str]]:
-    """ns-train options of each recipe (all with `iterations` 3DGS steps in total)."""
+    """ns-train options of each recipe (all with `iterations` 3DGS steps in total), but the factor."""
     per_round = (iterations - lr_iterations) // rounds
     sr = "--pipeline.superres."
     return {
@@ -55,6 +59,8 @@ def recipes(iterations: int, lr_iterations: int, rounds: int, backend: List[str]
             f"{sr}lr-iterations={lr_iterations}", f"{sr}rounds={rounds}", f"{sr}iterations-per-round={per_round}",
             *backend,
         ],
+        ORACLE: [f"{sr}lr-iterations={iterations}", f"{sr}rounds=1", f"{sr}iterations-per-round=1",
+                 f"{sr}backend=bicubic"],  # run at factor 1
     }  # fmt: skip
 
 
@@ -151,8 +157,7 @@ def crops_figure(scene: str, views: Dict[str, object], lr_factor: int, out: Path
 
 def run_scene(scene: str, args, work: Path) -> Dict[str, dict]:
     data = scene_dataset(scene, args, work)
-    common = [f"--pipeline.superres.factor={args.factor}", *budget_args(args.iterations),
-              *splatfacto_schedule_args(args.iterations), *shlex.split(args.ns_train_args)]  # fmt: skip
+    common = [*budget_args(args.iterations), *splatfacto_schedule_args(args.iterations), *shlex.split(args.ns_train_args)]
     backend = [f"--pipeline.superres.backend={args.backend}"]
     if args.backend == "self":  # a step budget: the same network whatever else the machine runs
         backend += ["--pipeline.superres.self-sr.max-seconds=None", f"--pipeline.superres.self-sr.steps={args.self_steps}"]
@@ -161,13 +166,14 @@ def run_scene(scene: str, args, work: Path) -> Dict[str, dict]:
         if name not in args.recipes:
             continue
         print(f"superres benchmark: {scene} {name}", flush=True)
-        run = run_ns_train("sr3d-splatfacto", data, work / "runs" / scene, name, [*common, *options], echo=False)
-        views, consistency = score_run(run.config_path, f"Evaluating {scene} {name}", name != "i_lr_only")
+        options = [f"--pipeline.superres.factor={1 if name == ORACLE else args.factor}", *common, *options]
+        run = run_ns_train("sr3d-splatfacto", data, work / "runs" / scene, name, options, echo=False)
+        views, consistency = score_run(run.config_path, f"Evaluating {scene} {name}", name not in ("i_lr_only", ORACLE))
         results[name] = {
             "psnr": float(np.mean([v.metrics["psnr"] for v in views])),
             "ssim": float(np.mean([v.metrics["ssim"] for v in views])),
             "target_consistency_psnr": consistency.get("psnr"), "wall_seconds": round(run.wall_seconds, 1),
-            "ns_train_options": [*common, *options],
+            "ns_train_options": options,
         }  # fmt: skip
         first_views[name] = views[0]
         print(f"  PSNR {results[name]['psnr']:.2f} dB, SSIM {results[name]['ssim']:.4f}, "
@@ -197,6 +203,9 @@ def write_report(results: Dict[str, Dict[str, dict]], args) -> None:
         if all(k in rows for k in ("iv_sr3d", "ii_bicubic", "iii_per_frame")):
             gains = {k: rows["iv_sr3d"]["psnr"] - rows[k]["psnr"] for k in ("ii_bicubic", "iii_per_frame")}
             lines += ["", f"sr3d over (ii): {gains['ii_bicubic']:+.2f} dB, over (iii): {gains['iii_per_frame']:+.2f} dB."]
+        if ORACLE in rows and "ii_bicubic" in rows:
+            lines.append(f"HR oracle over (ii): {rows[ORACLE]['psnr'] - rows['ii_bicubic']['psnr']:+.2f} dB (the most a "
+                         "perfect SR back-end could add at this schedule).")
         lines.append("")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
 
