@@ -8,8 +8,8 @@ manager) with the same total number of 3DGS steps:
   (iii) per-frame: splatfacto on per-frame SR of the LR views by the back-end (no render conditioning, no LR term,
                    one round);
   (iv)  sr3d:      sr3d-splatfacto: LR stage, then K rounds of SR conditioned on the render + the LR term;
-  (o)   HR oracle: recipe (i) at factor 1, i.e. trained on the HR views themselves (what a perfect SR back-end
-                   would give): the most any recipe can gain over (ii) at this schedule.
+  (o)   HR oracle: recipe (i) at factor 1, i.e. trained on the HR views themselves: what perfect SR targets give at
+                   this schedule (when it barely beats (ii), no SR back-end can gain much over (ii) there).
 The `self` back-end (the default) is trained once per run that uses it, for a fixed number of steps.
 
 Scores: PSNR/SSIM of the held-out views at HR (`evaluation.evaluate_pipeline`, nerfstudio's metrics as ns-eval), wall
@@ -204,8 +204,8 @@ def write_report(results: Dict[str, Dict[str, dict]], args) -> None:
             gains = {k: rows["iv_sr3d"]["psnr"] - rows[k]["psnr"] for k in ("ii_bicubic", "iii_per_frame")}
             lines += ["", f"sr3d over (ii): {gains['ii_bicubic']:+.2f} dB, over (iii): {gains['iii_per_frame']:+.2f} dB."]
         if ORACLE in rows and "ii_bicubic" in rows:
-            lines.append(f"HR oracle over (ii): {rows[ORACLE]['psnr'] - rows['ii_bicubic']['psnr']:+.2f} dB (the most a "
-                         "perfect SR back-end could add at this schedule).")
+            lines.append(f"HR oracle over (ii): {rows[ORACLE]['psnr'] - rows['ii_bicubic']['psnr']:+.2f} dB (training on "
+                         "the HR views themselves: what perfect SR targets give at this schedule).")
         lines.append("")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
 
