@@ -8,7 +8,8 @@ written for every scene (with clean pairs: the uncompressed render as its own in
 are trained per scene with `train_fixer` (equal step budgets): **generic** on the pairs of the *other* scenes only
 (at most `--generic-pairs-per-scene` of each; NiFi's setting; not counted in the rate) and **per-scene** on its
 own pairs (its weight files counted in the rate). The same budgets are also compressed with `--finetune-steps`
-of fine-tuning after pruning. `compress` chooses its bits per attribute by rate-distortion (the default `--bits
+of fine-tuning after pruning, quantization-aware from each `--finetune-quantize-from` fraction of the steps on (1 =
+a float fine-tune), with the generic restorer's strength chosen by `compress --restorer`. `compress` chooses its bits per attribute by rate-distortion (the default `--bits
 auto`). Once the generic restorer exists, every budget is also compressed with `compress --restorer` (the
 restorer's strength chosen on calibration cameras against the uncompressed scene and stored in the file) and scored
 side by side with the full-strength restorer. Each file is decompressed into a run folder with each
@@ -164,10 +165,10 @@ def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
 
 
-def _score_scene(state: dict, restorers: Dict[str, Path], work: Path, finetuned: List[dict],
+def _score_scene(state: dict, restorers: Dict[str, Path], work: Path, finetuned: Dict[float, List[dict]],
                  calibrated: List[dict]) -> List[dict]:  # fmt: skip
     """Every file of one scene decompressed with each restorer at full strength and evaluated; the calibrated
-    files with the generic restorer at their stored strength; the fine-tuned files with the generic restorer."""
+    files and the fine-tuned ones (per quantize-from fraction) with the generic restorer at their stored strength."""
     from difix_ns.compression.command import decompress_file
 
     name = state["name"]
@@ -191,14 +192,17 @@ def _score_scene(state: dict, restorers: Dict[str, Path], work: Path, finetuned:
                     "strength": tuned["restorer_strength"], "calibrated_seconds": tuned["seconds"],
                     "psnr_calibrated": metrics["psnr"], "psnr_calibrated_generic": metrics["psnr_fixed"],
                     "ssim_calibrated_generic": metrics["ssim_fixed"]})  # fmt: skip
-        if finetuned:
-            tuned = next(t for t in finetuned if t["target_ratio"] == f["target_ratio"])
-            config, _ = decompress_file(Path(tuned["file"]), work / "decoded" / name / f"{f['target_ratio']:g}-ft",
-                                        restorers["generic"])  # fmt: skip
+        row["finetuned"] = []
+        for quantize_from, files in finetuned.items():
+            tuned = next(t for t in files if t["target_ratio"] == f["target_ratio"])
+            config, _ = decompress_file(Path(tuned["file"]), work / "decoded" / name /
+                                        f"{f['target_ratio']:g}-ft-q{quantize_from:g}", restorers["generic"])  # fmt: skip
             metrics, _ = _evaluate(config, base_views)
-            row.update({"finetuned_bytes": tuned["bytes"], "finetuned_num_gaussians": tuned["num_gaussians"],
-                        "finetuned_seconds": tuned["seconds"], "psnr_finetuned": metrics["psnr"],
-                        "ssim_finetuned": metrics["ssim"], "psnr_finetuned_generic": metrics["psnr_fixed"]})  # fmt: skip
+            row["finetuned"].append({
+                "quantize_from": quantize_from, "bytes": tuned["bytes"], "num_gaussians": tuned["num_gaussians"],
+                "seconds": tuned["seconds"], "strength": tuned["restorer_strength"], "psnr": metrics["psnr"],
+                "ssim": metrics["ssim"], "psnr_generic": metrics["psnr_fixed"], "ssim_generic": metrics["ssim_fixed"],
+            })  # fmt: skip
         row["per_scene_bytes"] = row["bytes"] + _folder_bytes(restorers["per_scene"])
         row["per_scene_ratio"] = state["uncompressed"]["ply_bytes"] / row["per_scene_bytes"]
         rows.append(row)
@@ -221,11 +225,11 @@ def _figure(results: dict, out: Path) -> None:
                 label="+ generic restorer, strength chosen by compress")  # fmt: skip
         ax.plot([r["per_scene_bytes"] for r in rows], [r["psnr_per_scene"] for r in rows], "^-",
                 label="+ per-scene restorer (rate incl.)")  # fmt: skip
-        if "psnr_finetuned" in rows[0]:
-            ax.plot([r["finetuned_bytes"] for r in rows], [r["psnr_finetuned"] for r in rows], "v--",
-                    label="fine-tuned after pruning")  # fmt: skip
-            ax.plot([r["finetuned_bytes"] for r in rows], [r["psnr_finetuned_generic"] for r in rows], "D--",
-                    label="fine-tuned + generic restorer")  # fmt: skip
+        for tuned in zip(*(r["finetuned"] for r in rows)):
+            label = f"fine-tuned (quantization-aware from {tuned[0]['quantize_from']:g})"
+            ax.plot([t["bytes"] for t in tuned], [t["psnr"] for t in tuned], "v--", label=label)
+            ax.plot([t["bytes"] for t in tuned], [t["psnr_generic"] for t in tuned], "D--",
+                    label=label + " + generic restorer, chosen strength")  # fmt: skip
         ax.axhline(scene["uncompressed"]["psnr"], color="gray", linestyle="--", label="uncompressed")
         ax.set_xscale("log")
         ax.set_title(scene["name"])
@@ -278,17 +282,21 @@ def _report(results: dict, out: Path) -> None:
                 f"{base['psnr'] - r['psnr_calibrated_generic']:.2f} | {r['ssim_calibrated_generic']:.3f} | "
                 f"{r['calibrated_seconds']:.1f} |"
             )
-        if "psnr_finetuned" in scene["budgets"][0]:
-            lines += ["", f"Fine-tuned after pruning ({results['config']['finetune_steps']} steps), same budgets:", "",
-                      "| ratio | file (B) | Gaussians | PSNR | + generic restorer | loss vs uncompressed (restored) | "
-                      "SSIM | compress (s) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        if scene["budgets"][0]["finetuned"]:
+            lines += ["", f"Fine-tuned after pruning ({results['config']['finetune_steps']} steps; quantization-aware "
+                      "from the given fraction of them on, 1 = float), generic restorer at the strength `compress "
+                      "--restorer` chose, same budgets:", "",
+                      "| ratio | quantization-aware from | file (B) | Gaussians | PSNR | strength | + generic restorer | "
+                      "loss vs uncompressed (restored) | SSIM / restored | compress (s) |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
             for r in scene["budgets"]:
-                lines.append(
-                    f"| {base['ply_bytes'] / r['finetuned_bytes']:.1f}x "
-                    f"| {r['finetuned_bytes']} | {r['finetuned_num_gaussians']} | {r['psnr_finetuned']:.2f} | "
-                    f"{r['psnr_finetuned_generic']:.2f} | {base['psnr'] - r['psnr_finetuned_generic']:.2f} | "
-                    f"{r['ssim_finetuned']:.3f} | {r['finetuned_seconds']:.1f} |"
-                )
+                for t in r["finetuned"]:
+                    lines.append(
+                        f"| {base['ply_bytes'] / t['bytes']:.1f}x | {t['quantize_from']:g} | {t['bytes']} | "
+                        f"{t['num_gaussians']} | {t['psnr']:.2f} | {t['strength']:g} | {t['psnr_generic']:.2f} | "
+                        f"{base['psnr'] - t['psnr_generic']:.2f} | {t['ssim']:.3f} / {t['ssim_generic']:.3f} | "
+                        f"{t['seconds']:.1f} |"
+                    )
         lines.append("")
     (out / "report.md").write_text("\n".join(lines))
 
@@ -313,7 +321,10 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--per-scene-width", type=int, default=8, help="NAFNet width of the per-scene restorers "
                         "(their weights count in the rate)")
     parser.add_argument("--crop-size", type=int, default=48)
-    parser.add_argument("--finetune-steps", type=int, default=200, help="also compress with this many fine-tune "
+    parser.add_argument("--finetune-quantize-from", type=float, nargs="+", default=[0.5], help="fine-tuned files "
+                        "render the quantized values from this fraction of the steps on (one variant per value; 1 = "
+                        "float)")
+    parser.add_argument("--finetune-steps", type=int, default=600, help="also compress with this many fine-tune "
                         "steps after pruning (0 = skip)")
     args = parser.parse_args()
     names = [f"synth{s}" for s in args.seeds] + list(args.real)
@@ -354,8 +365,10 @@ def main() -> None:
             "restorer_summaries": summary,
             "per_scene_restorer_bytes": _folder_bytes(restorers["per_scene"]),
             "budgets": _score_scene(state, restorers, args.work,
-                                    _variant_files(state, "finetuned", args.work, finetune_steps=args.finetune_steps)
-                                    if args.finetune_steps else [],
+                                    {q: _variant_files(state, f"finetuned{args.finetune_steps}-q{q:g}", args.work,
+                                                       finetune_steps=args.finetune_steps, finetune_quantize_from=q,
+                                                       restorer=restorers["generic"])
+                                     for q in args.finetune_quantize_from} if args.finetune_steps else {},
                                     _variant_files(state, "calibrated", args.work, restorer=restorers["generic"])),
         })  # fmt: skip
     results = {

@@ -18,6 +18,9 @@ Uniform codes are what the entropy coder compresses best (peaked histograms); an
 codebook measured worse at equal bytes. Which bits win depends on the scene and its image size: at a tight budget,
 fewer bits per attribute leave room for more Gaussians, which `BITS_LADDER` and `budget.encode_best` exploit.
 
+`fake_quantize` is the PyTorch twin of `dequantize(quantize(...))` for quantization-aware fine-tuning: the same
+decoded values (in the input's order), with straight-through gradients across the rounding only.
+
 Importance (LightGaussian's global significance): the blending weight `opacity * transmittance` each Gaussian
 contributes, summed over every pixel of the training views, times its normalized volume to a small power. The sum
 is computed exactly with the project's rasterization: render a 1-channel feature `f` (zeros) per Gaussian;
@@ -40,6 +43,7 @@ __all__ = [
     "blending_importance",
     "check_bits",
     "dequantize",
+    "fake_quantize",
     "kept_indices",
     "morton_codes",
     "prune",
@@ -340,3 +344,57 @@ def dequantize(q: QuantizedGaussians) -> Dict[str, np.ndarray]:
         rest[:, :stored] = centroids[q.codes["sh_labels"].astype(np.int64)].reshape(n, stored, 3)
     out["features_rest"] = rest
     return out
+
+
+# ------------------------------------------------------------------------------------- PyTorch twin (fine-tuning)
+
+
+def _fake_minmax(x, bits: int):
+    """x [N, C] (torch) at the decoded values of its per-column min-max codes; straight-through gradient."""
+    import torch
+
+    lo, hi = x.detach().min(dim=0).values, x.detach().max(dim=0).values
+    levels = float(2**bits - 1)
+    span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+    codes = torch.round((x.detach() - lo) / span * levels).clamp(0, levels)
+    decoded = lo + codes * ((hi - lo) / levels)
+    return x + (decoded - x).detach()
+
+
+def fake_quantize(params, bits: Optional[Dict[str, int]] = None, sh_degree: Optional[int] = None):
+    """What `dequantize(quantize(params, sh_degree, bits=bits))` decodes, as torch tensors in the input's order
+    (no Morton sort), differentiable: each rounding passes its gradient straight through (the transforms around it,
+    log of the means, normalization and sign of the quats, sigmoid of the opacities, are differentiated exactly).
+
+    Args:
+        params: torch tensors of the `GAUSS_KEYS` (gauss_params layout).
+        bits: bits per attribute of `QUANTIZED_KEYS` (default `DEFAULT_BITS`).
+        sh_degree: SH degree stored (None: every coefficient); the coefficients above it decode as 0. The stored
+            ones keep their float values: the codec fits its k-means codebook or their ranges after fine-tuning.
+
+    Returns: a dict of the same keys and shapes."""
+    import torch
+
+    bits = check_bits(dict(DEFAULT_BITS) if bits is None else bits)
+    means = params["means"]
+    log_means = _fake_minmax(torch.sign(means) * torch.log1p(means.abs()), bits["means"])
+    quats = params["quats"] / params["quats"].norm(dim=1, keepdim=True).clamp_min(1e-12)
+    quats = torch.where(quats[:, :1] < 0, -quats, quats)
+    quat_half_levels = (2 ** bits["quats"] - 1) / 2
+    quat_codes = torch.round((quats.detach() + 1.0) * quat_half_levels).clamp(0, 2 * quat_half_levels)
+    opacity = torch.sigmoid(params["opacities"])
+    bins = 2 ** bits["opacities"]
+    centre = (torch.floor(opacity.detach() * bins).clamp(0, bins - 1) + 0.5) / bins
+    opacity = opacity + (centre - opacity).detach()
+    rest = params["features_rest"]
+    if sh_degree is not None:
+        stored = (sh_degree + 1) ** 2 - 1
+        rest = torch.cat([rest[:, :stored], torch.zeros_like(rest[:, stored:])], dim=1)
+    return {
+        "means": torch.sign(log_means) * torch.expm1(log_means.abs()),
+        "scales": _fake_minmax(params["scales"], bits["scales"]),
+        "quats": quats + (quat_codes / quat_half_levels - 1.0 - quats).detach(),
+        "opacities": torch.log(opacity / (1.0 - opacity)),
+        "features_dc": _fake_minmax(params["features_dc"], bits["features_dc"]),
+        "features_rest": rest,
+    }

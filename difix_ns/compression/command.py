@@ -266,7 +266,7 @@ def _checked_settings(scene: SplatScene, budget_bytes, num_gaussians, sh_degree,
 def compress_scene(
     scene: SplatScene, out: Path, budget_bytes: Optional[int] = None, num_gaussians: Optional[int] = None,
     sh_degree: Optional[int] = None, codebook_size: int = 1024, progress=None, finetune_steps: int = 0,
-    bits: Optional[Dict[str, int]] = None, restorer: Optional[Path] = None,
+    bits: Optional[Dict[str, int]] = None, restorer: Optional[Path] = None, finetune_quantize_from: float = 0.5,
 ) -> Dict[str, object]:  # fmt: skip
     """Write `scene` to `out` under `budget_bytes` or with `num_gaussians`; returns a summary (bytes, ratio to
     the float32 PLY, Gaussians kept, bits, seconds of encoding).
@@ -274,7 +274,8 @@ def compress_scene(
     `bits`: bits per attribute (`codec.check_bits`); None: under a budget, the allocation of `codec.BITS_LADDER`
     whose decoded renders are closest to the uncompressed ones (`budget.encode_best`), else `codec.DEFAULT_BITS`.
     With `finetune_steps`, the Gaussians kept are first fine-tuned on the training views
-    (`finetune.finetune_gaussians`), then the budget is fitted again among them. With `restorer` (the fixer folder
+    (`finetune.finetune_gaussians`; from `finetune_quantize_from` of the steps on, at the values the file decodes
+    to), then the budget is fitted again among them. With `restorer` (the fixer folder
     the decoder will use), its strength is chosen (`restorer_strength`) and stored in the file."""
     from difix_ns.compression.budget import CodecOptions
     from difix_ns.compression.codec import DEFAULT_BITS, dequantize, kept_indices, prune
@@ -297,7 +298,9 @@ def compress_scene(
 
         pruned = prune(scene.params, scene.importance, result.num_gaussians)
         train = scene.pipeline.datamanager.train_dataset
-        params = finetune_gaussians(scene.pipeline.model, pruned, train, finetune_steps, progress=progress)
+        params = finetune_gaussians(scene.pipeline.model, pruned, train, finetune_steps, progress=progress,
+                                    bits=options.bits or DEFAULT_BITS, sh_degree=degree,
+                                    quantize_from=finetune_quantize_from)  # fmt: skip
         importance = scene.importance[kept_indices(scene.importance, result.num_gaussians)]
         count = None if num_gaussians is None else result.num_gaussians
         result = _with_scores(_encode(params, importance, budget_bytes, count, options, metadata, progress), result)
@@ -316,6 +319,7 @@ def compress_scene(
         "bytes": len(result.data), "ply_bytes": ply, "ratio": ply / len(result.data),
         "num_gaussians": result.num_gaussians, "total_gaussians": n, "sh_degree": degree,
         "bits": dict(result.bits or DEFAULT_BITS), "bit_scores": result.scores, "finetune_steps": finetune_steps,
+        "finetune_quantize_from": finetune_quantize_from if finetune_steps else None,
         "restorer_strength": strength, "restorer_scores": strengths, "encode_seconds": time.perf_counter() - start,
         "seconds": scene.seconds + time.perf_counter() - start,
     }  # fmt: skip
@@ -331,17 +335,20 @@ def compress_run(
     config_path: Path, out: Path, budget_bytes: Optional[int] = None, num_gaussians: Optional[int] = None,
     sh_degree: Optional[int] = None, codebook_size: int = 1024, importance_max_side: int = 256, progress=None,
     finetune_steps: int = 0, bits: Optional[Dict[str, int]] = None, restorer: Optional[Path] = None,
+    finetune_quantize_from: float = 0.5,
 ) -> Dict[str, object]:  # fmt: skip
     """`read_scene` then `compress_scene`: what `difix-ns compress` does."""
     if (budget_bytes is None) == (num_gaussians is None):
         raise ValueError("give exactly one of budget_bytes (--budget) and num_gaussians (--num-gaussians)")
+    if not 0.0 <= finetune_quantize_from <= 1.0:  # before work
+        raise ValueError(f"finetune_quantize_from must be in [0, 1], got {finetune_quantize_from}")
     if restorer is not None:
         from difix_ns.fixers.config import FixerConfig, check_fixer_config
 
         check_fixer_config(FixerConfig(backend="nafnet", checkpoint=str(Path(restorer).resolve())))  # before work
     scene = read_scene(Path(config_path), importance_max_side, progress)
     return compress_scene(scene, out, budget_bytes, num_gaussians, sh_degree, codebook_size, progress, finetune_steps,
-                          bits, restorer)  # fmt: skip
+                          bits, restorer, finetune_quantize_from)  # fmt: skip
 
 
 def relocated_config_yml(text: str, out: Path, name: str = "<config>") -> str:
@@ -479,6 +486,9 @@ class CompressConfig:
     """Training views are rendered at most this many pixels wide/high for the importance scores."""
     finetune_steps: int = 0
     """Fine-tune the Gaussians kept for this many steps on the training views before quantizing (0 = off)."""
+    finetune_quantize_from: float = 0.5
+    """From this fraction of the fine-tune steps on, render the values the file will decode to (quantization-aware;
+    1 = a plain float fine-tune)."""
     bits: str = "auto"
     """Bits per value of means,scales,quats,opacities,features_dc, e.g. 16,8,8,8,8 (gsplat's); auto: under a
     budget, the allocation whose renders are closest to the uncompressed scene's (16,8,8,8,8 with
@@ -496,7 +506,8 @@ class CompressConfig:
         with Progress(transient=True) as progress:
             summary = compress_run(self.load_config, self.out, budget, self.num_gaussians, self.sh_degree,
                                    self.codebook_size, self.importance_max_side, progress,
-                                   self.finetune_steps, bits, self.restorer)  # fmt: skip
+                                   self.finetune_steps, bits, self.restorer,
+                                   self.finetune_quantize_from)  # fmt: skip
         strength = "" if summary["restorer_strength"] is None else f", restorer strength {summary['restorer_strength']}"
         Console().print(
             f"{self.out}: {summary['bytes']} bytes, {summary['ratio']:.1f}x smaller than the float32 PLY "

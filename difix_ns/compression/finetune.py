@@ -4,11 +4,16 @@ that remain after pruning move, grow and recolour to cover what the pruned ones 
 The scene is rendered by its own model (the project's rasterizer or gsplat), with splatfacto's photometric loss
 ((1 - 0.2) L1 + 0.2 D-SSIM) and splatfacto's learning rate per parameter group (means at the end-of-schedule rate,
 as a run ends). No densification and no camera optimization: only the kept Gaussians change.
+
+Quantization-aware (given the codec's bits): from `quantize_from` of the steps on, the scene is rendered at the
+values the file will decode to (`codec.fake_quantize`, straight-through), so the Gaussians learn to look right
+after quantization. Starting in the middle measured best on the beer capture at 100x (600 steps, bits
+10,4,4,4,4): held-out PSNR after quantization 25.71 dB without, 25.74 from the first step, 25.85 from the half.
 """
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -28,15 +33,25 @@ def _learning_rates() -> Dict[str, float]:
     return rates
 
 
-def finetune_gaussians(model, params: Dict[str, np.ndarray], dataset, steps: int, seed: int = 0,
-                       progress=None) -> Dict[str, np.ndarray]:  # fmt: skip
+def finetune_gaussians(
+    model, params: Dict[str, np.ndarray], dataset, steps: int, seed: int = 0, progress=None,
+    bits: Optional[Dict[str, int]] = None, sh_degree: Optional[int] = None, quantize_from: float = 0.5,
+) -> Dict[str, np.ndarray]:  # fmt: skip
     """`params` (numpy, keys of `gauss_params`) after `steps` Adam steps on random training views of `dataset`
     (nerfstudio InputDataset with cameras), rendered by the splat `model`. The model's own Gaussians are restored
-    afterwards. Returns float32 numpy arrays of the same shapes."""
+    afterwards. Returns float32 numpy arrays of the same shapes.
+
+    With `bits` (the codec's bits per attribute) and `sh_degree` (the SH degree it stores), the steps from
+    `quantize_from` x `steps` on render the quantized values (quantization-aware fine-tuning)."""
+    from difix_ns.compression.codec import check_bits, fake_quantize
     from difix_ns.training.losses import photometric_loss
 
     if steps < 0:
         raise ValueError(f"fine-tune steps must be >= 0, got {steps}")
+    if not 0.0 <= quantize_from <= 1.0:
+        raise ValueError(f"quantize_from must be a fraction of the steps in [0, 1], got {quantize_from}")
+    if bits is not None:
+        bits = check_bits(bits)
     if steps == 0:
         return {k: np.asarray(v, np.float32) for k, v in params.items()}
     device = next(iter(model.gauss_params.values())).device
@@ -46,21 +61,30 @@ def finetune_gaussians(model, params: Dict[str, np.ndarray], dataset, steps: int
     original = {k: v for k, v in model.gauss_params.items()}
     was_training = model.training
     rng = np.random.default_rng(seed)
+    first_quantized = steps if bits is None else int(round(quantize_from * steps))
     task = progress.add_task("Fine-tuning the kept Gaussians", total=steps) if progress else None
     model.eval()  # full-size renders, no densification or camera optimizer
     try:
-        for key, value in tensors.items():
-            model.gauss_params[key] = value
-        for _ in range(steps):
+        for step in range(steps):
+            quantized = step >= first_quantized
             index = int(rng.integers(len(dataset)))
             with torch.enable_grad():
+                decoded = fake_quantize(tensors, bits, sh_degree) if quantized else tensors
+                # gauss_params wraps what it is given in new Parameters: render from leaves, then carry their
+                # gradients back through the quantizer by hand
+                leaves = {k: torch.nn.Parameter(v.detach()) for k, v in decoded.items()} if quantized else tensors
+                for key, value in leaves.items():
+                    model.gauss_params[key] = value
                 outputs = model.get_outputs(dataset.cameras[index : index + 1].to(device))
                 truth = model.composite_with_background(
                     model.get_gt_img(dataset.get_image_float32(index).to(device)), outputs["background"]
                 )
                 loss = photometric_loss(outputs["rgb"], truth, SSIM_WEIGHT, model.ssim)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if quantized:
+                    keys = [k for k in decoded if leaves[k].grad is not None]
+                    torch.autograd.backward([decoded[k] for k in keys], [leaves[k].grad for k in keys])
             optimizer.step()
             if progress:
                 progress.advance(task)

@@ -20,6 +20,7 @@ from difix_ns.compression import (
     encode_at,
     encode_best,
     encode_to_budget,
+    fake_quantize,
     morton_codes,
     pack,
     prune,
@@ -247,3 +248,37 @@ def test_encode_best_keeps_the_best_scored_allocation_and_stops_after_two_falls(
     counts = [count for _, count, _ in more.scores]
     assert len(more.scores) == len(BITS_LADDER) and more.num_gaussians == max(counts)
     assert more.bits == BITS_LADDER[counts.index(max(counts))], "a tie keeps the finer allocation"
+
+
+def _rows(params) -> np.ndarray:
+    """Every decoded attribute of each Gaussian side by side, rows sorted (the codec stores Morton order)."""
+    flat = np.concatenate([np.asarray(params[k], np.float64).reshape(len(params["means"]), -1)
+                           for k in ("means", "scales", "quats", "opacities", "features_dc")], axis=1)  # fmt: skip
+    return flat[np.lexsort(flat.T[::-1])]
+
+
+@pytest.mark.parametrize("bits", [DEFAULT_BITS, BITS_LADDER[5], BITS_LADDER[-1]])
+def test_fake_quantize_is_the_pytorch_twin_of_the_codec(bits):
+    import torch
+
+    params = random_params(500, sh_coeffs=8)
+    decoded = fake_quantize({k: torch.from_numpy(v) for k, v in params.items()}, bits, sh_degree=1)
+    codec = dequantize(quantize(params, sh_degree=1, bits=bits))
+    twin = {k: v.numpy() for k, v in decoded.items()}
+    # the codec sorts the Gaussians; compare as sets of rows (float32 math may round a value to the next level)
+    close = np.isclose(_rows(twin), _rows(codec), rtol=1e-5, atol=1e-5)
+    assert close.mean() > 0.999, f"{(~close).sum()} of {close.size} values differ"
+    np.testing.assert_allclose(decoded["features_rest"][:, 3:].numpy(), 0)
+    np.testing.assert_allclose(decoded["features_rest"][:, :3].numpy(), params["features_rest"][:, :3])
+
+
+def test_fake_quantize_passes_gradients_straight_through_the_rounding():
+    import torch
+
+    params = {k: torch.from_numpy(v).requires_grad_() for k, v in random_params(200).items()}
+    decoded = fake_quantize(params, BITS_LADDER[-1])
+    sum(v.sum() for v in decoded.values()).backward()
+    for key in ("scales", "features_dc", "features_rest"):  # no transform around the rounding: identity
+        torch.testing.assert_close(params[key].grad, torch.ones_like(params[key]))
+    for key in ("means", "quats", "opacities"):  # exact derivatives of the transforms around it: finite, not 0
+        assert torch.isfinite(params[key].grad).all() and params[key].grad.abs().sum() > 0

@@ -1,5 +1,6 @@
-"""Fine-tune after pruning: the kept Gaussians fit the training views better, the file still fits its budget, and
-the run's own Gaussians are left as they were."""
+"""Fine-tune after pruning: the kept Gaussians fit the training views better, the file still fits its budget, the
+run's own Gaussians are left as they were, and a quantization-aware fine-tune fits them better after
+quantization than a float one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from difix_ns.compression import dequantize, unpack
+from difix_ns.compression import BITS_LADDER, dequantize, quantize, unpack
 from difix_ns.compression.codec import prune
 from difix_ns.compression.command import compress_scene
 from difix_ns.compression.finetune import finetune_gaussians
@@ -43,3 +44,16 @@ def test_a_finetuned_file_still_fits_its_budget(scene, tmp_path):
     assert tuned["finetune_steps"] == 20 and tuned["num_gaussians"] <= plain["num_gaussians"]
     decoded = {name: dequantize(unpack((tmp_path / f"{name}.dxs").read_bytes())[0]) for name in ("plain", "tuned")}
     assert _training_psnr(scene, decoded["tuned"]) > _training_psnr(scene, decoded["plain"])
+
+
+def test_quantization_aware_finetuning_fits_better_after_quantization(scene):
+    model, train = scene.pipeline.model, scene.pipeline.datamanager.train_dataset
+    pruned = prune(scene.params, scene.importance, scene.params["means"].shape[0] // 4)
+    bits = BITS_LADDER[-1]  # coarse: quantization costs the most
+    after = {}
+    for name, start in (("float", 1.0), ("aware", 0.0)):
+        tuned = finetune_gaussians(model, pruned, train, steps=100, bits=bits, sh_degree=0, quantize_from=start)
+        after[name] = _training_psnr(scene, dequantize(quantize(tuned, sh_degree=0, bits=bits)))
+    assert after["aware"] > after["float"] + 0.2, after
+    with pytest.raises(ValueError, match="quantize_from"):
+        finetune_gaussians(model, pruned, train, steps=1, bits=bits, quantize_from=1.5)
