@@ -456,11 +456,12 @@ def _transforms_path(config: "DataParserConfig") -> Optional[Path]:
 
 
 def _parse(config: "DataParserConfig", split: str, quiet: bool = True) -> "DataparserOutputs":
+    from contextlib import nullcontext
+
     from nerfstudio.utils.rich_utils import CONSOLE
 
-    if not quiet:
-        return config.setup().get_dataparser_outputs(split=split)
-    with CONSOLE.capture():  # the parser's notes (e.g. its automatic downscale), printed where the outputs are used
+    # quiet: the parser's notes (e.g. its automatic downscale) are printed where the outputs are used
+    with CONSOLE.capture() if quiet else nullcontext():
         return config.setup().get_dataparser_outputs(split=split)
 
 
