@@ -57,3 +57,23 @@ def test_quantization_aware_finetuning_fits_better_after_quantization(scene):
     assert after["aware"] > after["float"] + 0.2, after
     with pytest.raises(ValueError, match="quantize_from"):
         finetune_gaussians(model, pruned, train, steps=1, bits=bits, quantize_from=1.5)
+
+
+def test_auto_bits_are_chosen_again_after_a_float_probe(scene, tmp_path, monkeypatch):
+    import difix_ns.compression.finetune as finetune
+
+    calls = []
+    real = finetune.finetune_gaussians
+
+    def recording(model, params, dataset, steps, **kwargs):
+        calls.append({"n": params["means"].shape[0], "steps": steps, **kwargs})
+        return real(model, params, dataset, steps, **kwargs)
+
+    monkeypatch.setattr(finetune, "finetune_gaussians", recording)
+    summary = compress_scene(scene, tmp_path / "auto.dxs", budget_bytes=20000, finetune_steps=8,
+                             finetune_quantize_from=0.5)  # fmt: skip
+    probe, final = calls
+    assert probe["steps"] == 4 and probe.get("bits") is None  # float probe over the first search's Gaussians
+    assert final["steps"] == 8 and final["bits"] == summary["bits"] and final["quantize_from"] == 0.5
+    assert summary["num_gaussians"] <= final["n"] <= probe["n"]
+    assert summary["bytes"] <= 20000
