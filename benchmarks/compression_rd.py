@@ -216,7 +216,7 @@ def _figure(results: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     scenes = results["scenes"]
-    fig, axes = plt.subplots(1, len(scenes), figsize=(4.2 * len(scenes), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(scenes), figsize=(4.2 * len(scenes), 4.4), squeeze=False)
     for ax, scene in zip(axes[0], scenes):
         rows = scene["budgets"]
         ax.plot([r["bytes"] for r in rows], [r["psnr"] for r in rows], "o-", label="compressed")
@@ -235,8 +235,9 @@ def _figure(results: dict, out: Path) -> None:
         ax.set_title(scene["name"])
         ax.set_xlabel("bytes")
         ax.set_ylabel("held-out PSNR (dB)")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()  # below the plots, where it hides no curve
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7)
+    fig.tight_layout(rect=(0, 0.22, 1, 1))
     fig.savefig(out / "rd.png", dpi=120)
     plt.close(fig)
 
