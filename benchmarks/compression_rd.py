@@ -9,9 +9,10 @@ are trained per scene with `train_fixer` (equal step budgets): **generic** on th
 (at most `--generic-pairs-per-scene` of each; NiFi's setting; not counted in the rate) and **per-scene** on its
 own pairs (its weight files counted in the rate). The same budgets are also compressed with `--finetune-steps`
 of fine-tuning after pruning, quantization-aware from each `--finetune-quantize-from` fraction of the steps on (1 =
-a float fine-tune), with the generic restorer's strength chosen by `compress --restorer`. `compress` chooses its bits per attribute by rate-distortion (the default `--bits
-auto`). Once the generic restorer exists, every budget is also compressed with `compress --restorer` (the
-restorer's strength chosen on calibration cameras against the uncompressed scene and stored in the file) and scored
+a float fine-tune), with the generic restorer's strength chosen by `compress --restorer`. `compress` chooses its
+bits per attribute by rate-distortion (the default `--bits auto`). Once the generic restorer exists, every budget
+is also compressed with `compress --restorer` (the restorer's strength chosen on calibration cameras against the
+uncompressed scene and stored in the file) and scored
 side by side with the full-strength restorer. Each file is decompressed into a run folder with each
 restorer as its post-processing fixer (`difix-ns decompress --restorer`) and evaluated on the held-out views with
 nerfstudio's metrics (`evaluation.evaluate_views`: `psnr` = compressed, `psnr_fixed` = restored). Writes

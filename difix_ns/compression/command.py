@@ -329,23 +329,25 @@ def _finetuned(scene: SplatScene, result, options, steps: int, quantize_from: fl
     that count."""
     from dataclasses import replace
 
-    from difix_ns.compression.codec import DEFAULT_BITS, kept_indices, prune
+    from difix_ns.compression.codec import DEFAULT_BITS, kept_indices
     from difix_ns.compression.finetune import finetune_gaussians
+
+    def most_important(count: int):  # (params, importance) of the run's `count` most important Gaussians
+        keep = kept_indices(scene.importance, count)
+        return {k: v[keep] for k, v in scene.params.items()}, scene.importance[keep]
 
     model, train = scene.pipeline.model, scene.pipeline.datamanager.train_dataset
     probe_steps = int(round(quantize_from * steps))
     if score is not None and probe_steps:
         # beer at 100x: 9,3,3,3,4 chosen on the raw Gaussians, 10,4,4,4,4 on the probe (held-out 24.95 -> 25.9 dB)
-        keep = kept_indices(scene.importance, result.num_gaussians)
-        probe = finetune_gaussians(model, prune(scene.params, scene.importance, result.num_gaussians), train,
-                                   probe_steps, progress=progress)  # fmt: skip
-        result = _encode(probe, scene.importance[keep], budget_bytes, None, replace(options, bits=None), metadata,
-                         progress, score)  # fmt: skip
+        pool, importance = most_important(result.num_gaussians)
+        probe = finetune_gaussians(model, pool, train, probe_steps, progress=progress)
+        result = _encode(probe, importance, budget_bytes, None, replace(options, bits=None), metadata, progress, score)
     options.bits = result.bits
-    params = finetune_gaussians(model, prune(scene.params, scene.importance, result.num_gaussians), train, steps,
-                                progress=progress, bits=options.bits or DEFAULT_BITS, sh_degree=options.sh_degree,
-                                quantize_from=quantize_from)  # fmt: skip
-    return params, scene.importance[kept_indices(scene.importance, result.num_gaussians)], result
+    params, importance = most_important(result.num_gaussians)
+    params = finetune_gaussians(model, params, train, steps, progress=progress, bits=options.bits or DEFAULT_BITS,
+                                sh_degree=options.sh_degree, quantize_from=quantize_from)  # fmt: skip
+    return params, importance, result
 
 
 def _with_scores(result, searched):
