@@ -5,9 +5,10 @@ Per scene: a difix-splatfacto run (fixer stages off) is trained with ns-train on
 and scored once, and compressed at budgets of PLY size / each `--ratios` value. Restoration pairs (compressed
 render, uncompressed render at the training cameras and novel cameras between them; `compression.restoration`) are
 written for every scene (with clean pairs: the uncompressed render as its own input), and two NAFNet restorers
-are trained per scene with `train_fixer` (equal step budgets): **generic** on the pairs of the *other* scenes only
-(at most `--generic-pairs-per-scene` of each; NiFi's setting; not counted in the rate) and **per-scene** on its
-own pairs (its weight files counted in the rate). The same budgets are also compressed with `--finetune-steps`
+are trained with `train_fixer`: **generic** on the pairs of the *other* scenes only (at most
+`--generic-pairs-per-scene` of each, `--restorer-steps`; NiFi's setting; not counted in the rate) and **per-scene**,
+one per budget, on the scene's own pairs of that budget's file (`--per-scene-steps`; its weight files counted in
+the rate; a user gets those pairs with `difix-ns curate --strategies compression --compression-ratios R`). The same budgets are also compressed with `--finetune-steps`
 of fine-tuning after pruning, quantization-aware from each `--finetune-quantize-from` fraction of the steps on (1 =
 a float fine-tune), with the generic restorer's strength chosen by `compress --restorer`. `compress` chooses its
 bits per attribute by rate-distortion (the default `--bits auto`). Once the generic restorer exists, every budget
@@ -131,34 +132,38 @@ def _variant_files(state: dict, variant: str, work: Path, **options) -> List[dic
     return files
 
 
-def _capped_manifest(manifests: List[Path], cap: int, out: Path) -> Path:
-    """One manifest (absolute paths) with at most `cap` pairs of each source, drawn evenly (seeded): every scene
-    weighs about the same in a generic restorer, however many views it has."""
+def _selected_manifest(manifests: List[Path], out: Path, cap: int = 0, ratio: float = None) -> Path:
+    """One manifest (absolute paths) of the pairs of `manifests`: only those of compression `ratio` when given, and
+    at most `cap` of each source (0 = all), drawn evenly (seeded): every scene weighs about the same in a generic
+    restorer, however many views it has."""
     from difix_ns.data.curate import read_manifest
     from difix_ns.compression.restoration import write_manifest
 
     records = []
     for manifest in manifests:
-        mine = read_manifest(manifest)
-        keep = np.random.default_rng(0).permutation(len(mine))[:cap]
+        mine = [r for r in read_manifest(manifest) if ratio is None or r["ratio"] == ratio]
+        keep = np.random.default_rng(0).permutation(len(mine))[: cap or len(mine)]
         records += [mine[i] for i in sorted(keep)]
     out.mkdir(parents=True, exist_ok=True)
     return write_manifest(records, out)
 
 
-def _restorer(name: str, manifests: List[Path], args, out: Path, width: int) -> Path:
+def _restorer(name: str, manifests: List[Path], args, out: Path, width: int, steps: int, ratio: float = None) -> Path:
+    """A NAFNet restorer trained on `manifests` (generic: several scenes, capped per scene; per-scene: one scene's
+    pairs of one compression `ratio`), cached in `out`."""
     from difix_ns.training.train_fixer import TrainFixerConfig, train_fixer
 
     if (out / "fixer" / "config.json").is_file():
         return out / "fixer"
-    if len(manifests) > 1 and args.generic_pairs_per_scene:
-        manifests = [_capped_manifest(manifests, args.generic_pairs_per_scene, out / "pairs")]
+    cap = args.generic_pairs_per_scene if len(manifests) > 1 else 0
+    if cap or ratio is not None:
+        manifests = [_selected_manifest(manifests, out / "pairs", cap, ratio)]
     config = TrainFixerConfig(
         manifests=tuple(manifests), out=out, backend="nafnet", nafnet_width=width,
-        steps=args.restorer_steps, max_seconds=args.restorer_seconds, crop_size=args.crop_size, batch_size=8,
-        perceptual="off", val_every=max(50, args.restorer_steps // 4), save_every=10**9, seed=0,
+        steps=steps, max_seconds=args.restorer_seconds, crop_size=args.crop_size, batch_size=8,
+        perceptual="off", val_every=max(50, steps // 4), save_every=10**9, seed=0,
     )  # fmt: skip
-    print(f"training the {name} restorer on {len(manifests)} scene(s)")
+    print(f"training the {name} restorer on {len(manifests)} manifest(s)")
     return train_fixer(config)
 
 
@@ -166,10 +171,11 @@ def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
 
 
-def _score_scene(state: dict, restorers: Dict[str, Path], work: Path, finetuned: Dict[float, List[dict]],
+def _score_scene(state: dict, restorers: Dict[str, Dict[float, Path]], work: Path, finetuned: Dict[float, List[dict]],
                  calibrated: List[dict]) -> List[dict]:  # fmt: skip
-    """Every file of one scene decompressed with each restorer at full strength and evaluated; the calibrated
-    files and the fine-tuned ones (per quantize-from fraction) with the generic restorer at their stored strength."""
+    """Every file of one scene decompressed with each restorer of its ratio (`restorers[mode][ratio]`) at full
+    strength and evaluated; the calibrated files and the fine-tuned ones (per quantize-from fraction) with the generic
+    restorer at their stored strength."""
     from difix_ns.compression.command import decompress_file
 
     name = state["name"]
@@ -177,7 +183,9 @@ def _score_scene(state: dict, restorers: Dict[str, Path], work: Path, finetuned:
     rows = []
     for f in state["files"]:
         row = {k: f[k] for k in ("target_ratio", "budget", "bytes", "ratio", "num_gaussians", "seconds", "bits")}
-        for mode, restorer in restorers.items():
+        generic = restorers["generic"][f["target_ratio"]]
+        for mode, by_ratio in restorers.items():
+            restorer = by_ratio[f["target_ratio"]]
             start = time.perf_counter()
             config, _ = decompress_file(Path(f["file"]), work / "decoded" / name / f"{f['target_ratio']:g}-{mode}",
                                         restorer, strength=1.0)  # fmt: skip
@@ -187,7 +195,7 @@ def _score_scene(state: dict, restorers: Dict[str, Path], work: Path, finetuned:
             row.update({k.replace("fixed", mode): v for k, v in metrics.items() if "fixed" in k})
         tuned = next(t for t in calibrated if t["target_ratio"] == f["target_ratio"])
         config, _ = decompress_file(Path(tuned["file"]), work / "decoded" / name / f"{f['target_ratio']:g}-calibrated",
-                                    restorers["generic"])  # fmt: skip
+                                    generic)  # fmt: skip
         metrics, _ = _evaluate(config, base_views)
         row.update({"calibrated_bytes": tuned["bytes"], "calibrated_num_gaussians": tuned["num_gaussians"],
                     "strength": tuned["restorer_strength"], "calibrated_seconds": tuned["seconds"],
@@ -197,14 +205,17 @@ def _score_scene(state: dict, restorers: Dict[str, Path], work: Path, finetuned:
         for quantize_from, files in finetuned.items():
             tuned = next(t for t in files if t["target_ratio"] == f["target_ratio"])
             config, _ = decompress_file(Path(tuned["file"]), work / "decoded" / name /
-                                        f"{f['target_ratio']:g}-ft-q{quantize_from:g}", restorers["generic"])  # fmt: skip
+                                        f"{f['target_ratio']:g}-ft-q{quantize_from:g}", generic)  # fmt: skip
             metrics, _ = _evaluate(config, base_views)
             row["finetuned"].append({
                 "quantize_from": quantize_from, "bytes": tuned["bytes"], "num_gaussians": tuned["num_gaussians"],
                 "seconds": tuned["seconds"], "strength": tuned["restorer_strength"], "psnr": metrics["psnr"],
                 "ssim": metrics["ssim"], "psnr_generic": metrics["psnr_fixed"], "ssim_generic": metrics["ssim_fixed"],
             })  # fmt: skip
-        row["per_scene_bytes"] = row["bytes"] + _folder_bytes(restorers["per_scene"])
+        per_scene = restorers["per_scene"][f["target_ratio"]]
+        row["per_scene_restorer_bytes"] = _folder_bytes(per_scene)
+        row["per_scene_seconds"] = json.loads((per_scene.parent / "summary.json").read_text())["seconds"]
+        row["per_scene_bytes"] = row["bytes"] + row["per_scene_restorer_bytes"]
         row["per_scene_ratio"] = state["uncompressed"]["ply_bytes"] / row["per_scene_bytes"]
         rows.append(row)
     return rows
@@ -248,8 +259,8 @@ def _report(results: dict, out: Path) -> None:
         "# Compression rate-distortion with artifact-aware restoration (CPU)", "",
         f"Command: `{results['command']}`. Machine: {results['machine']}. Produced by benchmarks/compression_rd.py.",
         "", "PSNR/SSIM on each scene's held-out views against the photos. *generic*: a NAFNet restorer trained only "
-        "on the other scenes' pairs (not in the rate); *per-scene*: trained on this scene's pairs, its weight files "
-        "added to the rate. Loss = uncompressed PSNR - restored PSNR (goal <= 1.0 dB at >= 100x, generic).", "",
+        "on the other scenes' pairs of every budget (not in the rate); *per-scene*: one per budget, trained on this "
+        "scene's pairs of that budget's file, its weight files added to the rate. Loss = uncompressed PSNR - restored PSNR (goal <= 1.0 dB at >= 100x, generic).", "",
     ]  # fmt: skip
     for scene in results["scenes"]:
         base = scene["uncompressed"]
@@ -257,18 +268,20 @@ def _report(results: dict, out: Path) -> None:
             f"## {scene['name']}", "",
             f"Uncompressed: {base['num_gaussians']} Gaussians, float32 PLY {base['ply_bytes']} B, PSNR "
             f"{base['psnr']:.2f} dB, SSIM {base['ssim']:.3f}. Restorer training: generic {scene['generic_seconds']:.0f} s "
-            f"on {scene['generic_pairs']} pairs of {', '.join(scene['generic_scenes'])}; per-scene "
-            f"{scene['per_scene_seconds']:.0f} s on {scene['pairs']} pairs, {scene['per_scene_restorer_bytes']} B.", "",
+            f"on {scene['generic_pairs']} pairs of {', '.join(scene['generic_scenes'])}; per-scene: "
+            f"{results['config']['per_scene_steps']} steps on this scene's pairs of each budget "
+            f"({scene['pairs']} pairs over all budgets and the clean ones).", "",
             "| ratio | file (B) | Gaussians | PSNR compressed | + generic | gain | loss vs uncompressed | "
-            "+ per-scene | rate incl. restorer | SSIM compressed / generic / per-scene | bits (means,scales,quats,"
-            "opacities,dc) | compress (s) | decompress (s) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "+ per-scene | gain | per-scene restorer (B, s) | rate incl. restorer | SSIM compressed / generic / "
+            "per-scene | bits (means,scales,quats,opacities,dc) | compress (s) | decompress (s) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]  # fmt: skip
         for r in scene["budgets"]:
             lines.append(
                 f"| {r['ratio']:.1f}x | {r['bytes']} | {r['num_gaussians']} | {r['psnr']:.2f} | {r['psnr_generic']:.2f} "
                 f"| {r['psnr_generic'] - r['psnr']:+.2f} | {base['psnr'] - r['psnr_generic']:.2f} | "
-                f"{r['psnr_per_scene']:.2f} | {r['per_scene_ratio']:.1f}x | {r['ssim']:.3f} / {r['ssim_generic']:.3f} / "
+                f"{r['psnr_per_scene']:.2f} | {r['psnr_per_scene'] - r['psnr']:+.2f} | {r['per_scene_restorer_bytes']}, "
+                f"{r['per_scene_seconds']:.0f} | {r['per_scene_ratio']:.1f}x | {r['ssim']:.3f} / {r['ssim_generic']:.3f} / "
                 f"{r['ssim_per_scene']:.3f} | {','.join(str(b) for b in r['bits'].values())} | {r['seconds']:.1f} | "
                 f"{r['decompress_seconds']:.1f} |"
             )
@@ -316,7 +329,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--novel-views", type=int, default=2)
     parser.add_argument("--restorer-seconds", type=float, default=None, help="time budget of each restorer (default "
                         "none: --restorer-steps only, so the restorers do not depend on the machine's load)")
-    parser.add_argument("--restorer-steps", type=int, default=600)
+    parser.add_argument("--restorer-steps", type=int, default=600, help="training steps of a generic restorer")
+    parser.add_argument("--per-scene-steps", type=int, default=3000, help="training steps of a per-scene restorer "
+                        "(one per budget, on its own few pairs)")
     parser.add_argument("--generic-pairs-per-scene", type=int, default=300, help="at most this many pairs of each "
                         "other scene in a generic restorer's training set (0 = all)")
     parser.add_argument("--restorer-width", type=int, default=16, help="NAFNet width of the generic restorers")
@@ -349,29 +364,28 @@ def main() -> None:
     scenes = []
     for name, state in states.items():
         others = [n for n in args.names if n != name]
-        timed = {}
-        for mode in ("generic", "per_scene"):
-            start = time.perf_counter()
-            sources = restorer_manifests(manifests, name, mode.replace("_", "-"))
-            width = args.restorer_width if mode == "generic" else args.per_scene_width
-            timed[mode] = (_restorer(f"{mode} ({name})", sources, args, args.work / "restorers" / name / mode, width),
-                           time.perf_counter() - start)  # fmt: skip
-        restorers = {mode: path for mode, (path, _) in timed.items()}
-        summary = {m: json.loads((p.parent / "summary.json").read_text()) for m, p in restorers.items()}
+        folder = args.work / "restorers" / name
+        generic = _restorer(f"generic ({name})", restorer_manifests(manifests, name, "generic"), args,
+                            folder / "generic", args.restorer_width, args.restorer_steps)  # fmt: skip
+        # per-scene: one restorer per budget, on that file's own pairs (a user's `curate --compression-ratios R`)
+        own = restorer_manifests(manifests, name, "per-scene")
+        restorers = {"generic": {ratio: generic for ratio in args.ratios},
+                     "per_scene": {ratio: _restorer(f"per-scene {ratio:g}x ({name})", own, args,
+                                                    folder / f"per_scene_{ratio:g}x", args.per_scene_width,
+                                                    args.per_scene_steps, ratio) for ratio in args.ratios}}  # fmt: skip
+        generic_summary = json.loads((generic.parent / "summary.json").read_text())
         scenes.append({
             **{k: state[k] for k in ("name", "uncompressed", "pairs", "pairs_seconds", "read_seconds")},
             "generic_scenes": others, "generic_pairs": sum(min(states[n]["pairs"], args.generic_pairs_per_scene or states[n]["pairs"])
                                                                 for n in others),
-            "generic_seconds": summary["generic"].get("seconds", timed["generic"][1]),
-            "per_scene_seconds": summary["per_scene"].get("seconds", timed["per_scene"][1]),
-            "restorer_summaries": summary,
-            "per_scene_restorer_bytes": _folder_bytes(restorers["per_scene"]),
+            "generic_seconds": generic_summary["seconds"],
+            "generic_summary": generic_summary,
             "budgets": _score_scene(state, restorers, args.work,
                                     {q: _variant_files(state, f"finetuned{args.finetune_steps}-q{q:g}", args.work,
                                                        finetune_steps=args.finetune_steps, finetune_quantize_from=q,
-                                                       restorer=restorers["generic"])
+                                                       restorer=generic)
                                      for q in args.finetune_quantize_from} if args.finetune_steps else {},
-                                    _variant_files(state, "calibrated", args.work, restorer=restorers["generic"])),
+                                    _variant_files(state, "calibrated", args.work, restorer=generic)),
         })  # fmt: skip
     results = {
         "command": "python benchmarks/compression_rd.py " + " ".join(sys.argv[1:]),
