@@ -8,7 +8,7 @@ written for every scene (with clean pairs: the uncompressed render as its own in
 are trained with `train_fixer`: **generic** on the pairs of the *other* scenes only (at most
 `--generic-pairs-per-scene` of each, `--restorer-steps`; NiFi's setting; not counted in the rate) and **per-scene**,
 one per budget, on the scene's own pairs of that budget's file (`--per-scene-steps`; its weight files counted in
-the rate; a user gets those pairs with `difix-ns curate --strategies compression --compression-ratios R`). The same budgets are also compressed with `--finetune-steps`
+the rate; a user gets those pairs with `difix-ns compress --pairs-out DIR`). The same budgets are also compressed with `--finetune-steps`
 of fine-tuning after pruning, quantization-aware from each `--finetune-quantize-from` fraction of the steps on (1 =
 a float fine-tune), with the generic restorer's strength chosen by `compress --restorer`. `compress` chooses its
 bits per attribute by rate-distortion (the default `--bits auto`). Once the generic restorer exists, every budget
@@ -367,7 +367,7 @@ def main() -> None:
         folder = args.work / "restorers" / name
         generic = _restorer(f"generic ({name})", restorer_manifests(manifests, name, "generic"), args,
                             folder / "generic", args.restorer_width, args.restorer_steps)  # fmt: skip
-        # per-scene: one restorer per budget, on that file's own pairs (a user's `curate --compression-ratios R`)
+        # per-scene: one restorer per budget, on that file's own pairs (a user's `compress --pairs-out`)
         own = restorer_manifests(manifests, name, "per-scene")
         restorers = {"generic": {ratio: generic for ratio in args.ratios},
                      "per_scene": {ratio: _restorer(f"per-scene {ratio:g}x ({name})", own, args,

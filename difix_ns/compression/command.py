@@ -360,9 +360,10 @@ def compress_run(
     config_path: Path, out: Path, budget_bytes: Optional[int] = None, num_gaussians: Optional[int] = None,
     sh_degree: Optional[int] = None, codebook_size: int = 1024, importance_max_side: int = 256, progress=None,
     finetune_steps: int = 0, bits: Optional[Dict[str, int]] = None, restorer: Optional[Path] = None,
-    finetune_quantize_from: float = 0.5,
+    finetune_quantize_from: float = 0.5, pairs_out: Optional[Path] = None,
 ) -> Dict[str, object]:  # fmt: skip
-    """`read_scene` then `compress_scene`: what `difix-ns compress` does."""
+    """`read_scene` then `compress_scene`: what `difix-ns compress` does. With `pairs_out`, the file's restoration
+    pairs are written there too (`restoration.write_file_pairs`; summary key `pairs_manifest`)."""
     if (budget_bytes is None) == (num_gaussians is None):
         raise ValueError("give exactly one of budget_bytes (--budget) and num_gaussians (--num-gaussians)")
     if not 0.0 <= finetune_quantize_from <= 1.0:  # before work
@@ -372,8 +373,13 @@ def compress_run(
 
         check_fixer_config(FixerConfig(backend="nafnet", checkpoint=str(Path(restorer).resolve())))  # before work
     scene = read_scene(Path(config_path), importance_max_side, progress)
-    return compress_scene(scene, out, budget_bytes, num_gaussians, sh_degree, codebook_size, progress, finetune_steps,
-                          bits, restorer, finetune_quantize_from)  # fmt: skip
+    summary = compress_scene(scene, out, budget_bytes, num_gaussians, sh_degree, codebook_size, progress,
+                             finetune_steps, bits, restorer, finetune_quantize_from)  # fmt: skip
+    if pairs_out is not None:
+        from difix_ns.compression.restoration import write_file_pairs
+
+        summary["pairs_manifest"] = str(write_file_pairs(scene, Path(out), Path(pairs_out), progress=progress))
+    return summary
 
 
 def relocated_config_yml(text: str, out: Path, name: str = "<config>") -> str:
@@ -521,6 +527,10 @@ class CompressConfig:
     restorer: Optional[Path] = None
     """The restorer the decoder will use (`decompress --restorer`): its strength is chosen on this scene and
     stored in the file."""
+    pairs_out: Optional[Path] = None
+    """Also write this file's restoration pairs here (its decoded renders against the run's, at the training
+    cameras and novel ones between them): `difix-ns train-fixer --manifests PAIRS_OUT/manifest.jsonl` then trains a
+    per-scene restorer of exactly this file (its weights count in the rate)."""
 
     def main(self) -> None:
         from rich.console import Console
@@ -532,7 +542,7 @@ class CompressConfig:
             summary = compress_run(self.load_config, self.out, budget, self.num_gaussians, self.sh_degree,
                                    self.codebook_size, self.importance_max_side, progress,
                                    self.finetune_steps, bits, self.restorer,
-                                   self.finetune_quantize_from)  # fmt: skip
+                                   self.finetune_quantize_from, self.pairs_out)  # fmt: skip
         strength = "" if summary["restorer_strength"] is None else f", restorer strength {summary['restorer_strength']}"
         Console().print(
             f"{self.out}: {summary['bytes']} bytes, {summary['ratio']:.1f}x smaller than the float32 PLY "
@@ -540,6 +550,9 @@ class CompressConfig:
             f"kept, bits {','.join(str(b) for b in summary['bits'].values())}, SH degree {summary['sh_degree']}"
             f"{strength}, {summary['seconds']:.1f} s"
         )
+        if "pairs_manifest" in summary:
+            Console().print(f"Restoration pairs of this file: {summary['pairs_manifest']} (a per-scene restorer: "
+                            f"difix-ns train-fixer --manifests {summary['pairs_manifest']})")  # fmt: skip
 
 
 @dataclass

@@ -26,6 +26,7 @@ __all__ = [
     "render_scene",
     "restorer_manifests",
     "write_manifest",
+    "write_file_pairs",
     "write_restoration_pairs",
 ]
 
@@ -173,6 +174,21 @@ def write_restoration_pairs(
         if progress:
             progress.advance(task)
     return records
+
+
+def write_file_pairs(scene, file: Path, out: Path, novel_per_view: int = 2, progress=None) -> Path:
+    """Restoration pairs of one file `compress` wrote from `scene` (its decoded renders against the uncompressed
+    ones, at the training cameras and `novel_per_view` novel cameras per training camera; no clean pairs): what a
+    per-scene restorer of exactly that file trains on (`difix-ns train-fixer --manifests out/manifest.jsonl`).
+    Returns the manifest."""
+    from difix_ns.compression.command import uncompressed_ply_bytes
+
+    file = Path(file)
+    ratio = uncompressed_ply_bytes(scene.params["means"].shape[0], int(scene.config.pipeline.model.sh_degree))
+    ratio /= file.stat().st_size
+    records = write_restoration_pairs(scene, out, [ratio], novel_per_view, unit=file.stem, progress=progress,
+                                      clean_pairs=False, compressed={ratio: file})  # fmt: skip
+    return write_manifest(records, out)
 
 
 def write_manifest(records: List[dict], out: Path) -> Path:

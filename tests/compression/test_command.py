@@ -52,7 +52,9 @@ def test_cli_parses_both_jobs():
     job = tyro.cli(jobs, args=["decompress", "in.dxs", "--out", "run"])
     assert isinstance(job, DecompressConfig) and job.file == Path("in.dxs") and job.out == Path("run")
     job = tyro.cli(jobs, args=["compress", "--load-config", "c.yml", "--budget", "200KB", "--out", "s.dxs"])
-    assert isinstance(job, CompressConfig) and parse_size(job.budget) == 200_000
+    assert isinstance(job, CompressConfig) and parse_size(job.budget) == 200_000 and job.pairs_out is None
+    job = tyro.cli(jobs, args=["compress", "--load-config", "c.yml", "--budget", "2KB", "--pairs-out", "p"])
+    assert job.pairs_out == Path("p")
 
 
 def test_decompressed_checkpoint_holds_exactly_what_the_file_stores(compressed, splat_run):

@@ -189,3 +189,22 @@ def test_a_plain_splatfacto_run_becomes_a_fixing_run_with_its_settings(tmp_path)
     assert fixing.pipeline.datamanager.data == tmp_path / "data"
     assert (model.postprocess, model.postprocess_blend, model.postprocess_reference) == (True, "none", "none")
     assert Path(model.fixer.checkpoint) == (tmp_path / "restorer").resolve()
+
+
+def test_compress_writes_the_pairs_of_exactly_its_file(splat_run, scene, tmp_path):
+    from difix_ns.compression.command import compress_run
+    from difix_ns.data.curate import read_manifest
+
+    n = scene.params["means"].shape[0]
+    summary = compress_run(splat_run, tmp_path / "s.dxs", num_gaussians=n // 3, pairs_out=tmp_path / "pairs")
+    records = read_manifest(Path(summary["pairs_manifest"]))
+    views = len(scene.pipeline.datamanager.train_dataset)
+    assert len(records) == 3 * views, "the training cameras + 2 novel ones per view, no clean pairs"
+    assert {r["bytes"] for r in records} == {summary["bytes"]} and {r["num_gaussians"] for r in records} == {n // 3}
+    assert all(r["ratio"] == pytest.approx(summary["ratio"]) for r in records)
+    # the same pairs as the file decoded by the pair writer itself
+    again = write_restoration_pairs(scene, tmp_path / "again", [records[0]["ratio"]], unit="s", clean_pairs=False,
+                                    compressed={records[0]["ratio"]: tmp_path / "s.dxs"})  # fmt: skip
+    for mine, theirs in zip(records, again):
+        assert np.array_equal(np.asarray(Image.open(mine["degraded"])),
+                              np.asarray(Image.open(tmp_path / "again" / theirs["degraded"])))  # fmt: skip
