@@ -16,6 +16,8 @@ Scores: PSNR/SSIM of the held-out views at HR (`evaluation.evaluate_pipeline`, n
 time, and the 3D consistency of each recipe's last SR training targets (`geometry.multiview_consistency`: PSNR
 between each training view's target and its 2 nearest views' targets warped into it by the final 3DGS depth).
 Writes results.json, results.md and crops_<scene>.png (HR crops of a held-out view: truth, LR, each recipe).
+A recipe's finished run under `--work` (same options) is reused, so an interrupted benchmark resumes; its wall
+time is the one recorded when it was trained.
 
     .venv/bin/python benchmarks/superres.py --scenes synth0 fruit beer
 """
@@ -155,6 +157,20 @@ def crops_figure(scene: str, views: Dict[str, object], lr_factor: int, out: Path
     plt.close(fig)
 
 
+def finished_run(data: Path, runs: Path, name: str, options: List[str]) -> Tuple[Path, float]:
+    """(config.yml, ns-train wall seconds) of the recipe's run: trained now, or an earlier run with the same options
+    (its `finished.json`, written once ns-train returned), so an interrupted benchmark resumes where it stopped."""
+    marker = runs / name / "finished.json"
+    if marker.is_file():
+        done = json.loads(marker.read_text())
+        if done["options"] == options and Path(done["config"]).is_file():
+            print(f"  reusing the finished run {done['config']}", flush=True)
+            return Path(done["config"]), done["wall_seconds"]
+    run = run_ns_train("sr3d-splatfacto", data, runs, name, options, echo=False)
+    marker.write_text(json.dumps({"config": str(run.config_path), "wall_seconds": run.wall_seconds, "options": options}))
+    return run.config_path, run.wall_seconds
+
+
 def run_scene(scene: str, args, work: Path) -> Dict[str, dict]:
     data = scene_dataset(scene, args, work)
     common = [*budget_args(args.iterations), *splatfacto_schedule_args(args.iterations), *shlex.split(args.ns_train_args)]
@@ -167,17 +183,17 @@ def run_scene(scene: str, args, work: Path) -> Dict[str, dict]:
             continue
         print(f"superres benchmark: {scene} {name}", flush=True)
         options = [f"--pipeline.superres.factor={1 if name == ORACLE else args.factor}", *common, *options]
-        run = run_ns_train("sr3d-splatfacto", data, work / "runs" / scene, name, options, echo=False)
-        views, consistency = score_run(run.config_path, f"Evaluating {scene} {name}", name not in ("i_lr_only", ORACLE))
+        config_path, wall_seconds = finished_run(data, work / "runs" / scene, name, options)
+        views, consistency = score_run(config_path, f"Evaluating {scene} {name}", name not in ("i_lr_only", ORACLE))
         results[name] = {
             "psnr": float(np.mean([v.metrics["psnr"] for v in views])),
             "ssim": float(np.mean([v.metrics["ssim"] for v in views])),
-            "target_consistency_psnr": consistency.get("psnr"), "wall_seconds": round(run.wall_seconds, 1),
+            "target_consistency_psnr": consistency.get("psnr"), "wall_seconds": round(wall_seconds, 1),
             "ns_train_options": options,
         }  # fmt: skip
         first_views[name] = views[0]
         print(f"  PSNR {results[name]['psnr']:.2f} dB, SSIM {results[name]['ssim']:.4f}, "
-              f"target consistency {consistency.get('psnr', float('nan')):.2f} dB, {run.wall_seconds:.0f} s", flush=True)  # fmt: skip
+              f"target consistency {consistency.get('psnr', float('nan')):.2f} dB, {wall_seconds:.0f} s", flush=True)  # fmt: skip
     crops_figure(scene, first_views, args.factor, args.out)
     return results
 
