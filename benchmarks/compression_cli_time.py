@@ -2,6 +2,8 @@
 them) on one run, next to the time a bare `python -c "import torch"` takes on the same machine in the same run.
 
     .venv/bin/python benchmarks/compression_cli_time.py --load-config RUN/config.yml --budget 80KB --repeats 3
+    .venv/bin/python benchmarks/compression_cli_time.py --load-config RUN/config.yml --budget 80KB \
+        --compress-args "--finetune-steps 600"
 
 Prints one table (median of the repeats) and writes it as JSON to --out when given.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -32,6 +35,8 @@ def main() -> None:
     parser.add_argument("--load-config", type=Path, required=True, help="a splatfacto / difix-splatfacto run")
     parser.add_argument("--budget", default="80KB")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compress-args", default="", help="more `difix-ns compress` options, one string (e.g. "
+                        "'--finetune-steps 600')")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     cli = str(Path(sys.executable).with_name("difix-ns"))
@@ -42,12 +47,12 @@ def main() -> None:
             times["python -c 'import torch'"].append(_timed([sys.executable, "-c", "import torch"], work))
             times["difix-ns compress"].append(_timed(
                 [cli, "compress", "--load-config", str(args.load_config.resolve()), "--budget", args.budget,
-                 "--out", str(work / "scene.dxs")], work))  # fmt: skip
+                 "--out", str(work / "scene.dxs"), *shlex.split(args.compress_args)], work))  # fmt: skip
             times["difix-ns decompress"].append(_timed([cli, "decompress", str(work / "scene.dxs"), "--out",
                                                         str(work / "run")], work))  # fmt: skip
         size = (work / "scene.dxs").stat().st_size
     medians = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{args.load_config} at {args.budget} ({size} bytes), median of {args.repeats} fresh processes:")
+    print(f"{args.load_config} at {args.budget} {args.compress_args} ({size} bytes), median of {args.repeats} fresh processes:")
     for name, seconds in medians.items():
         print(f"  {name:28s} {seconds:6.1f} s   (all: {', '.join(f'{s:.1f}' for s in times[name])})")
     if args.out is not None:
