@@ -63,7 +63,9 @@ class BenchmarkConfig:
     max_grid_views: int = 4
     """Far views shown per scene grid."""
     self_fixer_seconds: float = 90.0
-    """NAFNet training time of the `self` fixer, per run."""
+    """NAFNet training time of the `self` fixer, per scene."""
+    self_fixer_iters: Optional[int] = None
+    """Iterations of each of the `self` fixer's 2 leave-out reconstructions (default: half of --iters)."""
 
     def main(self) -> None:
         run_benchmark(self)
@@ -83,6 +85,10 @@ def _check(config: BenchmarkConfig) -> None:
         raise ValueError(f"downscale must be an integer >= 1, got {config.downscale!r}")
     if config.covis_iters < 1:
         raise ValueError(f"covis_iters must be >= 1, got {config.covis_iters}")
+    if config.self_fixer_iters is not None and config.self_fixer_iters < 2:
+        raise ValueError(
+            f"self_fixer_iters must be >= 2 (leave-out reconstruction steps), got {config.self_fixer_iters}"
+        )
 
 
 def _scenes(config: BenchmarkConfig) -> List[Tuple[str, Path]]:
@@ -136,7 +142,8 @@ def _shared_self_fixer(config: BenchmarkConfig, split_folder: Path, folder: Path
     record = folder / "seconds.json"
     if not record.is_file():  # written once the fixer is trained: a rerun uses that fixer as it is
         start = time.perf_counter()
-        train_self_fixer(split_folder, folder, self_fixer_config(config.iters, config.self_fixer_seconds))
+        fixer_config = self_fixer_config(config.iters, config.self_fixer_seconds, config.self_fixer_iters)
+        train_self_fixer(split_folder, folder, fixer_config)
         record.write_text(json.dumps({"seconds": time.perf_counter() - start}))
     return folder / "train" / "fixer", float(json.loads(record.read_text())["seconds"])
 

@@ -89,13 +89,16 @@ def budget_args(recipe: MethodRecipe, iterations: int, cpu: bool) -> List[str]:
     return args
 
 
-def self_fixer_config(iterations: int, self_fixer_seconds: float):
-    """The `self` fixer of a benchmark run: 2 leave-out reconstructions with half the run's budget (curation fits
-    the splatfacto schedule to it; the full budget made the fixer cost 2.3x the main training), each also rendering
-    its own training views, then `self_fixer_seconds` of NAFNet training."""
+def self_fixer_config(iterations: int, self_fixer_seconds: float, fold_iterations: Optional[int] = None):
+    """The `self` fixer of a benchmark run: 2 leave-out reconstructions of `fold_iterations` steps each (default
+    half the run's budget; curation fits the splatfacto schedule to it; the full budget made the fixer cost 2.3x the
+    main training), each also rendering its own training views, then `self_fixer_seconds` of NAFNet training.
+    Cheaper is not free (`benchmarks/results/self_fixer_budget/`, synth0): 200 steps and 25 s cost 0.67x the main
+    training (the default 1.52x) but gave a fixer that lost to doing nothing on its validation pairs."""
     from difix_ns.training.self_fixer import SelfFixerConfig
 
-    return SelfFixerConfig(iterations=max(iterations // 2, 2), num_folds=2, max_seconds=self_fixer_seconds)
+    steps = max(iterations // 2, 2) if fold_iterations is None else fold_iterations
+    return SelfFixerConfig(iterations=steps, num_folds=2, max_seconds=self_fixer_seconds)
 
 
 def fixer_args(backend: str, checkpoint: Optional[str]) -> List[str]:

@@ -115,6 +115,16 @@ def test_unknown_method_and_too_few_views_are_clear_errors(tmp_path, synth_scene
         run_benchmark(BenchmarkConfig(methods=("gaussian-magic",), out=tmp_path))
     with pytest.raises(ValueError, match="train_views must be in"):
         run_benchmark(BenchmarkConfig(data=synth_scene, train_views=40, methods=("splatfacto",), out=tmp_path))
+    with pytest.raises(ValueError, match="self_fixer_iters must be >= 2"):
+        run_benchmark(BenchmarkConfig(data=synth_scene, self_fixer_iters=1, out=tmp_path))
+
+
+def test_the_self_fixer_budget_of_the_benchmark():
+    from difix_ns.benchmark.methods import self_fixer_config
+
+    default = self_fixer_config(1000, 90.0)
+    assert (default.iterations, default.num_folds, default.max_seconds) == (500, 2, 90.0)
+    assert self_fixer_config(1000, 25.0, fold_iterations=200).iterations == 200
 
 
 def test_the_self_fixer_needs_are_checked_before_the_first_run(tmp_path, synth_scene):
