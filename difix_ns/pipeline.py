@@ -153,8 +153,8 @@ class DifixPipeline(VanillaPipeline):
             return True
         CONSOLE.log(
             f"[yellow]difix: the self fixer does not beat doing nothing on its validation pairs (PSNR {scores[0]:.2f} "
-            f"dB fixed vs {scores[1]:.2f} dB unfixed): using the identity fixer instead "
-            "(--pipeline.self-fixer.require-gain False keeps it)"
+            f"dB fixed vs {scores[1]:.2f} dB unfixed): using the identity fixer instead, and no pseudo views "
+            "(--pipeline.self-fixer.require-gain False keeps the fixer and its updates)"
         )
         return False
 
@@ -212,6 +212,10 @@ class DifixPipeline(VanillaPipeline):
         write_pseudo_views(folder, self.progressive_state.pseudo, self._training_views.names, step)
 
     def _progressive_callback(self, step: int) -> None:
+        # A rejected self fixer leaves no fixer: pseudo views would be the model's own unfixed renders, which
+        # reinforce its artifacts (synth0: masked far PSNR -0.39 dB against splatfacto, self_fixer_budget/ at ce5781b).
+        if self.self_fixer_path is not None and not self.self_fixer_used:
+            return
         if self.config.progressive.is_update_step(step) and step > self.progressive_state.last_update_step:
             self.run_progressive_update(step)
 

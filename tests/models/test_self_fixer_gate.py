@@ -1,5 +1,6 @@
 """A `self` fixer given as a checkpoint (the benchmark makes one per scene and shares it) passes the same check
-against doing nothing as one the run trains itself: without a gain on its validation pairs the run fixes nothing."""
+against doing nothing as one the run trains itself: without a gain on its validation pairs the run fixes nothing
+and adds no pseudo views."""
 
 from __future__ import annotations
 
@@ -38,3 +39,7 @@ def test_a_given_self_fixer_is_used_only_when_it_beats_doing_nothing(synth_scene
     x = torch.rand(1, 3, 8, 8)
     if not kept:
         assert torch.equal(fixer.fix(x), x)
+    # without a fixer the progressive updates are skipped: pseudo views would be unfixed renders
+    pipeline._progressive_callback(pipeline.config.progressive.fix_start)
+    assert pipeline.progressive_state.num_updates == (1 if kept else 0)
+    assert bool(pipeline.progressive_state.pseudo) is kept
