@@ -139,13 +139,20 @@ def _shared_self_fixer(config: BenchmarkConfig, split_folder: Path, folder: Path
     from difix_ns.benchmark.methods import self_fixer_config
     from difix_ns.training.self_fixer import train_self_fixer
 
+    fixer_config = self_fixer_config(config.iters, config.self_fixer_seconds, config.self_fixer_iters)
+    budget = {"fold_iterations": fixer_config.iterations, "nafnet_seconds": fixer_config.max_seconds}
     record = folder / "seconds.json"
     if not record.is_file():  # written once the fixer is trained: a rerun uses that fixer as it is
         start = time.perf_counter()
-        fixer_config = self_fixer_config(config.iters, config.self_fixer_seconds, config.self_fixer_iters)
         train_self_fixer(split_folder, folder, fixer_config)
-        record.write_text(json.dumps({"seconds": time.perf_counter() - start}))
-    return folder / "train" / "fixer", float(json.loads(record.read_text())["seconds"])
+        record.write_text(json.dumps({"seconds": time.perf_counter() - start, "budget": budget}))
+    made = json.loads(record.read_text())
+    if made.get("budget", budget) != budget:  # records from before the budget was kept are taken as they are
+        raise ValueError(
+            f"the self fixer in {folder} was made with {made['budget']}, this benchmark asks for {budget}: "
+            "choose another --out, or delete that folder to train it again"
+        )
+    return folder / "train" / "fixer", float(made["seconds"])
 
 
 def _train_and_evaluate(

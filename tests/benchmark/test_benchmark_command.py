@@ -127,6 +127,21 @@ def test_the_self_fixer_budget_of_the_benchmark():
     assert self_fixer_config(1000, 25.0, fold_iterations=200).iterations == 200
 
 
+def test_a_kept_self_fixer_of_another_budget_is_refused(tmp_path):
+    from difix_ns.benchmark.command import _shared_self_fixer
+
+    folder = tmp_path / "self_fixer"
+    folder.mkdir()
+    budget = {"fold_iterations": 500, "nafnet_seconds": 90.0}  # the default's at 1000 iterations
+    (folder / "seconds.json").write_text(json.dumps({"seconds": 12.5, "budget": budget}))
+    config = BenchmarkConfig(iters=1000, out=tmp_path)
+    assert _shared_self_fixer(config, tmp_path / "split", folder) == (folder / "train" / "fixer", 12.5)
+    with pytest.raises(ValueError, match="was made with .*fold_iterations.: 500.*choose another --out"):
+        _shared_self_fixer(BenchmarkConfig(iters=1000, self_fixer_iters=200, out=tmp_path), tmp_path / "split", folder)
+    (folder / "seconds.json").write_text(json.dumps({"seconds": 7.0}))  # made before budgets were kept: taken
+    assert _shared_self_fixer(config, tmp_path / "split", folder)[1] == 7.0
+
+
 def test_the_self_fixer_needs_are_checked_before_the_first_run(tmp_path, synth_scene):
     # 2 training views: the self fixer's leave-out folds cannot work, say so before training anything
     config = BenchmarkConfig(data=synth_scene, train_views=2, iters=6, out=tmp_path / "b", fixer="self")
