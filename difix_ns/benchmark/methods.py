@@ -93,7 +93,7 @@ def self_fixer_config(iterations: int, self_fixer_seconds: float, fold_iteration
     """The `self` fixer of a benchmark run: 2 leave-out reconstructions of `fold_iterations` steps each (default
     half the run's budget; curation fits the splatfacto schedule to it; the full budget made the fixer cost 2.3x the
     main training), each also rendering its own training views, then `self_fixer_seconds` of NAFNet training.
-    Cheaper is not free (`benchmarks/results/self_fixer_budget/`, synth0): 200 steps and 25 s cost 0.67x the main
+    Cheaper is not free (`benchmarks/results/self_fixer_budget/`, synth0): 200 steps and 25 s cost 0.69x the main
     training (the default 1.52x) but gave a fixer that lost to doing nothing on its validation pairs."""
     from difix_ns.training.self_fixer import SelfFixerConfig
 
