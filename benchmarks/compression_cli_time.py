@@ -19,15 +19,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Tuple
 
 
-def _timed(command, cwd: Path) -> float:
+def _timed_output(command, cwd: Path) -> Tuple[float, str]:
+    """(wall seconds, stdout) of `command` as a fresh process; raises with its stderr when it fails."""
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, cwd=cwd)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, command))} failed:\n{result.stderr[-3000:]}")
-    return seconds
+    return seconds, result.stdout
+
+
+def _timed(command, cwd: Path) -> float:
+    return _timed_output(command, cwd)[0]
 
 
 def main() -> None:

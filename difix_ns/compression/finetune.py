@@ -18,7 +18,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-__all__ = ["finetune_gaussians"]
+__all__ = ["finetune_gaussians", "steps_within"]
 
 SSIM_WEIGHT = 0.2
 """splatfacto's `ssim_lambda`."""
@@ -93,3 +93,23 @@ def finetune_gaussians(
             model.gauss_params[key] = value
         model.train(was_training)
     return {k: v.detach().cpu().numpy() for k, v in tensors.items()}
+
+
+def steps_within(
+    model, params: Dict[str, np.ndarray], dataset, seconds: float, runs: float = 1.0,
+    bits: Optional[Dict[str, int]] = None, sh_degree: Optional[int] = None, trial_steps: int = 3,
+) -> int:  # fmt: skip
+    """The fine-tune steps that fit `seconds` of wall time when the fine-tune runs `runs` times that many steps
+    (a probe of half the steps, then the fine-tune: 1.5), from the measured time of `trial_steps`
+    quantization-aware steps (the slower kind; first-step overhead included) on `params`. The trial's own time
+    counts against `seconds`; 0 when not even one step fits."""
+    import time
+
+    if seconds <= 0:
+        raise ValueError(f"fine-tune seconds must be > 0, got {seconds}")
+    if trial_steps < 1 or runs <= 0:
+        raise ValueError(f"trial_steps must be >= 1 and runs > 0, got {trial_steps} and {runs}")
+    start = time.perf_counter()
+    finetune_gaussians(model, params, dataset, trial_steps, bits=bits, sh_degree=sh_degree, quantize_from=0.0)
+    spent = time.perf_counter() - start
+    return max(0, int((seconds - spent) / (spent / trial_steps) / runs))

@@ -118,6 +118,9 @@ def test_a_non_splat_run_is_refused(tmp_path):
     assert not (tmp_path / "x.dxs").exists()
     with pytest.raises(ValueError, match="no such config.yml"):
         compress_run(tmp_path / "missing.yml", tmp_path / "x.dxs", budget_bytes=10**6)
+    with pytest.raises(ValueError, match="not both"):  # refused before the scene is read
+        compress_run(tmp_path / "missing.yml", tmp_path / "x.dxs", budget_bytes=10**6, finetune_steps=5,
+                     finetune_seconds=5.0)  # fmt: skip
 
 
 def test_under_a_budget_the_bits_are_chosen_by_rendered_fidelity(scene, tmp_path):

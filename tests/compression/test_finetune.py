@@ -77,3 +77,23 @@ def test_auto_bits_are_chosen_again_after_a_float_probe(scene, tmp_path, monkeyp
     assert final["steps"] == 8 and final["bits"] == summary["bits"] and final["quantize_from"] == 0.5
     assert summary["num_gaussians"] <= final["n"] <= probe["n"]
     assert summary["bytes"] <= 20000
+
+
+def test_a_finetune_in_seconds_takes_the_steps_that_fit(scene, tmp_path, monkeypatch):
+    import difix_ns.compression.finetune as finetune
+
+    model, train = scene.pipeline.model, scene.pipeline.datamanager.train_dataset
+    pruned = prune(scene.params, scene.importance, scene.params["means"].shape[0] // 4)
+    clock = iter([0.0, 3.0])  # the trial: 3 steps in 3 s, so 1 s a step
+    monkeypatch.setattr("time.perf_counter", lambda: next(clock, 3.0))
+    assert finetune.steps_within(model, pruned, train, seconds=33.0, runs=1.5, trial_steps=3) == 20  # (33-3)/1/1.5
+    clock = iter([0.0, 3.0])
+    assert finetune.steps_within(model, pruned, train, seconds=2.0, trial_steps=3) == 0  # the trial used it all
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="seconds must be > 0"):
+        finetune.steps_within(model, pruned, train, seconds=0.0)
+
+    summary = compress_scene(scene, tmp_path / "timed.dxs", budget_bytes=20000, finetune_seconds=5.0)
+    assert summary["finetune_seconds"] == 5.0 and summary["finetune_steps"] >= 1 and summary["bytes"] <= 20000
+    with pytest.raises(ValueError, match="not both"):
+        compress_scene(scene, tmp_path / "both.dxs", budget_bytes=20000, finetune_steps=5, finetune_seconds=5.0)
