@@ -1,7 +1,7 @@
 """Encode a scene at a given number of Gaussians, or at the most Gaussians whose file fits a byte budget.
 
 The budget is a hard cap: only an encoding whose length was measured to be <= the budget is ever returned. The
-size is not strictly monotone in the number of Gaussians kept (the entropy coder), so the bisection finds a
+size is not strictly monotone in the number of Gaussians kept (the entropy coder), so the search finds a
 count that fits, not necessarily the largest one.
 
 `encode_best` also chooses the bits per attribute: for each allocation of `codec.BITS_LADDER` it fits the budget,
@@ -20,6 +20,9 @@ from difix_ns.compression.codec import BITS_LADDER, dequantize, prune, quantize
 from difix_ns.compression.container import pack
 
 __all__ = ["CodecOptions", "EncodeResult", "encode_at", "encode_best", "encode_to_budget"]
+
+SECANT_COUNT_TOLERANCE = 0.001
+"""The secant search stops when the count that fits is within this fraction of one that does not."""
 
 
 @dataclass
@@ -68,11 +71,17 @@ def encode_at(
 def encode_to_budget(
     params: Dict[str, np.ndarray], importance: np.ndarray, budget_bytes: int, options: CodecOptions,
     metadata: Dict[str, object], extra: Optional[Dict[str, object]] = None,
-    on_try: Optional[Callable[[int, int], None]] = None,
+    on_try: Optional[Callable[[int, int], None]] = None, secant: bool = True,
 ) -> EncodeResult:  # fmt: skip
-    """The encoding of the most Gaussians found (bisection) whose file is at most `budget_bytes` long.
+    """The encoding of the most Gaussians found whose file is at most `budget_bytes` long.
 
-    Raises ValueError naming the smallest possible file when even one Gaussian does not fit."""
+    The count is searched in a bracket [fits, does not fit]. `secant` (default): each try interpolates the size
+    linearly between the bracket's ends (regula falsi, with the Illinois step against one-sided stalls), bisecting
+    when that leaves the bracket or the bracket stops halving, and the search ends once the bracket is within
+    `SECANT_COUNT_TOLERANCE` of the count (the entropy coder's size is noisy by tens of bytes there, so the last few
+    Gaussians cost many tries): about half the encodings of bisection. False: bisection after one linear guess, to a
+    one-wide bracket (the reference). Raises ValueError naming the smallest possible file when even one Gaussian
+    does not fit."""
     n = int(params["means"].shape[0])
     tries: List[Tuple[int, int]] = []
 
@@ -92,24 +101,32 @@ def encode_to_budget(
             f"a budget of {budget_bytes} bytes is below the smallest file this scene can be stored in: "
             f"{len(smallest)} bytes (header + one Gaussian)"
         )
-    best, best_count, low, high = smallest, 1, 1, n  # low fits, high does not
-    guess = int(n * budget_bytes / len(full))  # sizes grow about linearly: start near the answer
-    while high - low > 1:
-        mid = guess if low < guess < high else (low + high) // 2
-        guess = -1
-        data = measure(mid)
-        if len(data) <= budget_bytes:
-            best, best_count, low = data, mid, mid
+    best, low, high = smallest, 1, n  # low fits, high does not
+    excess = {"low": float(len(smallest) - budget_bytes), "high": float(len(full) - budget_bytes)}
+    last_side, slow_steps = "", 0  # the bracket end the last try moved; tries in a row that did not halve it
+    while high - low > max(1, int(SECANT_COUNT_TOLERANCE * low) if secant else 1):
+        guess = int(low - excess["low"] * (high - low) / (excess["high"] - excess["low"]))
+        if not secant and len(tries) > 2 or slow_steps >= 3 or not low < guess < high:
+            guess = (low + high) // 2
+        width = high - low
+        data = measure(guess)
+        side = "low" if len(data) <= budget_bytes else "high"
+        if side == "low":
+            best, low = data, guess
         else:
-            high = mid
-    return EncodeResult(best, best_count, tries, options.bits)
+            high = guess
+        if side == last_side:  # Illinois: the end kept twice weighs half, so the next try crosses over
+            excess["high" if side == "low" else "low"] /= 2
+        excess[side], last_side = float(len(data) - budget_bytes), side
+        slow_steps = slow_steps + 1 if 2 * (high - low) > width else 0
+    return EncodeResult(best, low, tries, options.bits)
 
 
 def encode_best(
     params: Dict[str, np.ndarray], importance: np.ndarray, budget_bytes: int, options: CodecOptions,
     metadata: Dict[str, object], score: Callable[[Dict[str, np.ndarray]], float],
     ladder: Sequence[Dict[str, int]] = BITS_LADDER, extra: Optional[Dict[str, object]] = None,
-    on_try: Optional[Callable[[int, int], None]] = None,
+    on_try: Optional[Callable[[int, int], None]] = None, secant: bool = True,
 ) -> EncodeResult:  # fmt: skip
     """The budget fitted at each bit allocation of `ladder` (fine to coarse), the one whose decoded Gaussians
     `score` rates highest (e.g. PSNR against the uncompressed scene). The ladder is walked until the score has
@@ -123,7 +140,7 @@ def encode_best(
     best_score, falls = -np.inf, 0
     for bits in ladder:
         result = encode_to_budget(params, importance, budget_bytes, replace(options, bits=dict(bits)), metadata,
-                                  extra, on_try)  # fmt: skip
+                                  extra, on_try, secant)  # fmt: skip
         value = float(score(dequantize(unpack(result.data)[0])))
         scores.append((dict(bits), result.num_gaussians, value))
         if best is None or value > best_score:

@@ -116,6 +116,21 @@ def test_file_never_exceeds_the_budget():
     assert previous == 1500
 
 
+def test_the_secant_search_fits_about_as_many_gaussians_in_fewer_encodings():
+    from difix_ns.compression.budget import SECANT_COUNT_TOLERANCE
+
+    params, importance = random_params(3000), np.random.default_rng(2).random(3000)
+    options = CodecOptions(sh_degree=1)
+    full = len(encode_at(params, importance, 3000, options, META))
+    for fraction in (0.1, 0.37, 0.8):
+        budget = int(full * fraction)
+        fast = encode_to_budget(params, importance, budget, options, META)
+        reference = encode_to_budget(params, importance, budget, options, META, secant=False)
+        assert len(fast.data) <= budget and len(reference.data) <= budget
+        assert len(fast.tries) < len(reference.tries), (fast.tries, reference.tries)
+        assert abs(fast.num_gaussians - reference.num_gaussians) <= 2 + SECANT_COUNT_TOLERANCE * reference.num_gaussians
+
+
 def test_a_budget_below_one_gaussian_names_the_minimum():
     params, importance = random_params(50), np.ones(50)
     smallest = len(encode_at(params, importance, 1, CodecOptions(), META))
