@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 from statistics import mean
 from typing import Dict, List, Tuple
@@ -49,7 +48,8 @@ def _run(seeds: List[int], iters: int, variant: Tuple[int, float], folder: Path,
         run = Path("runs") / f"synth{seed}" / "splatfacto"
         source, target = baseline / run, folder / run
         if folder != baseline and (source / "result.json").is_file() and not target.exists():
-            shutil.copytree(source, target, symlinks=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(source.resolve(), target_is_directory=True)  # a finished run is only read
     config = BenchmarkConfig(
         seeds=tuple(seeds), iters=iters, methods=_METHODS, out=folder, self_fixer_iters=variant[0],
         self_fixer_seconds=variant[1],

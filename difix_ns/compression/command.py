@@ -545,7 +545,8 @@ class CompressConfig:
     """Fine-tune the Gaussians kept for this many steps on the training views before quantizing (0 = off)."""
     finetune_seconds: Optional[float] = None
     """Instead of --finetune-steps: fine-tune for about this many seconds (the steps are set from the measured time
-    of a few steps). At 100x on the benchmark scenes, 20 keeps the whole command under a minute on 2 CPU cores."""
+    of a few steps). The command adds its reading and encoding: 37-42 s at 100x on the benchmark scenes (2 CPU
+    cores), and one more bit-allocation search after the fine-tune's probe."""
     finetune_quantize_from: float = 0.5
     """From this fraction of the fine-tune steps on, render the values the file will decode to (quantization-aware;
     1 = a plain float fine-tune)."""
