@@ -2,8 +2,9 @@
 that remain after pruning move, grow and recolour to cover what the pruned ones drew).
 
 The scene is rendered by its own model (the project's rasterizer or gsplat), with splatfacto's photometric loss
-((1 - 0.2) L1 + 0.2 D-SSIM) and splatfacto's learning rate per parameter group (means at the end-of-schedule rate,
-as a run ends). No densification and no camera optimization: only the kept Gaussians change.
+((1 - 0.2) L1 + 0.2 D-SSIM) and splatfacto's initial learning rate per parameter group, times `LR_SCALE` (the means
+too: the kept Gaussians must move to cover what the pruned ones drew, which a run's end-of-schedule rate, 100x
+lower, barely allows). No densification and no camera optimization: only the kept Gaussians change.
 
 Quantization-aware (given the codec's bits): from `quantize_from` of the steps on, the scene is rendered at the
 values the file will decode to (`codec.fake_quantize`, straight-through), so the Gaussians learn to look right
@@ -24,13 +25,17 @@ SSIM_WEIGHT = 0.2
 """splatfacto's `ssim_lambda`."""
 
 
+LR_SCALE = {"means": 1.0, "others": 2.0}
+"""Fine-tune rates over splatfacto's initial ones. Measured at 100x with 200 steps (held-out PSNR of the decoded
+file; before: means at the end-of-schedule rate, others x1): beer 25.48 -> 25.64 dB, fruit 25.07 -> 25.39, synth0
+17.31 -> 17.32. Other scales on beer: means x1 / others x1 25.60, x1 / x4 25.54, x0.1 / x2 25.55."""
+
+
 def _learning_rates() -> Dict[str, float]:
     from difix_ns.method_configs.difix_splatfacto import splatfacto_optimizers
 
     groups = splatfacto_optimizers()
-    rates = {name: group["optimizer"].lr for name, group in groups.items()}
-    rates["means"] = groups["means"]["scheduler"].lr_final
-    return rates
+    return {name: group["optimizer"].lr * LR_SCALE.get(name, LR_SCALE["others"]) for name, group in groups.items()}
 
 
 def finetune_gaussians(
