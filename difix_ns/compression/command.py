@@ -166,10 +166,11 @@ def read_scene(config_path: Path, max_side: int = 256, progress=None) -> SplatSc
                       time.perf_counter() - start, pipeline)  # fmt: skip
 
 
-def _encode(params, importance, budget_bytes, num_gaussians, options, metadata, progress, score=None):
+def _encode(params, importance, budget_bytes, num_gaussians, options, metadata, progress, score=None, ladder=None):
     """The `EncodeResult` of exactly `num_gaussians`, or of the most that fit `budget_bytes` (with `score`: at the
-    best bit allocation of the ladder, `budget.encode_best`)."""
+    best bit allocation of `ladder`, default `codec.BITS_LADDER`, `budget.encode_best`)."""
     from difix_ns.compression.budget import EncodeResult, encode_at, encode_best, encode_to_budget
+    from difix_ns.compression.codec import BITS_LADDER
 
     if num_gaussians is not None:
         data = encode_at(params, importance, num_gaussians, options, metadata)
@@ -178,7 +179,8 @@ def _encode(params, importance, budget_bytes, num_gaussians, options, metadata, 
     on_try = (lambda c, b: progress.advance(task)) if progress else None
     if score is None:
         return encode_to_budget(params, importance, budget_bytes, options, metadata, on_try=on_try)
-    return encode_best(params, importance, budget_bytes, options, metadata, score, on_try=on_try)
+    return encode_best(params, importance, budget_bytes, options, metadata, score, ladder or BITS_LADDER,
+                       on_try=on_try)  # fmt: skip
 
 
 def _calibration_cameras(scene: SplatScene, max_views: int = 8):
@@ -263,6 +265,11 @@ def _checked_settings(scene: SplatScene, budget_bytes, num_gaussians, sh_degree,
     return degree
 
 
+PROBE_LADDER_MARGIN = 2
+"""After the fine-tune's probe, the bit allocations are searched again from this many steps finer than the first
+search's choice on (not from the finest): the ladder walk is most of a search's time."""
+
+
 def _check_finetune_length(steps: int, seconds: Optional[float]) -> None:
     if seconds is not None and (steps or seconds <= 0):
         raise ValueError(f"give fine-tune steps or seconds (> 0), not both: {steps} steps, {seconds} s")
@@ -342,7 +349,7 @@ def _finetuned(scene: SplatScene, result, options, steps: int, quantize_from: fl
     that count."""
     from dataclasses import replace
 
-    from difix_ns.compression.codec import DEFAULT_BITS, kept_indices
+    from difix_ns.compression.codec import BITS_LADDER, DEFAULT_BITS, kept_indices
     from difix_ns.compression.finetune import finetune_gaussians
 
     def most_important(count: int):  # (params, importance) of the run's `count` most important Gaussians
@@ -355,7 +362,10 @@ def _finetuned(scene: SplatScene, result, options, steps: int, quantize_from: fl
         # beer at 100x: 9,3,3,3,4 chosen on the raw Gaussians, 10,4,4,4,4 on the probe (held-out 24.95 -> 25.9 dB)
         pool, importance = most_important(result.num_gaussians)
         probe = finetune_gaussians(model, pool, train, probe_steps, progress=progress)
-        result = _encode(probe, importance, budget_bytes, None, replace(options, bits=None), metadata, progress, score)
+        # fine-tuned Gaussians take finer bits (one step on beer): the walk starts two finer than the first choice
+        first = max(0, BITS_LADDER.index(result.bits) - PROBE_LADDER_MARGIN) if result.bits in BITS_LADDER else 0
+        result = _encode(probe, importance, budget_bytes, None, replace(options, bits=None), metadata, progress, score,
+                         BITS_LADDER[first:])  # fmt: skip
     options.bits = result.bits
     params, importance = most_important(result.num_gaussians)
     params = finetune_gaussians(model, params, train, steps, progress=progress, bits=options.bits or DEFAULT_BITS,

@@ -77,6 +77,12 @@ def test_auto_bits_are_chosen_again_after_a_float_probe(scene, tmp_path, monkeyp
     assert final["steps"] == 8 and final["bits"] == summary["bits"] and final["quantize_from"] == 0.5
     assert summary["num_gaussians"] <= final["n"] <= probe["n"]
     assert summary["bytes"] <= 20000
+    # the search after the probe starts PROBE_LADDER_MARGIN allocations finer than the first search's choice
+    from difix_ns.compression.command import PROBE_LADDER_MARGIN
+
+    first = compress_scene(scene, tmp_path / "plain.dxs", budget_bytes=20000)["bits"]
+    start = max(0, BITS_LADDER.index(first) - PROBE_LADDER_MARGIN)
+    assert summary["bit_scores"][0][0] == BITS_LADDER[start]
 
 
 def test_a_finetune_in_seconds_takes_the_steps_that_fit(scene, tmp_path, monkeypatch):
