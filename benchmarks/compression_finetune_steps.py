@@ -79,8 +79,9 @@ def main() -> None:
         "| setting | fine-tune steps | compress s | decompress s | bytes | ratio | PSNR | loss (dB) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| `{r['setting']}` | {r['finetune_steps']} | {r['compress_seconds']:.1f} | {r['decompress_seconds']:.1f} | {r['bytes']} | "
-              f"{r['ratio']:.0f}x | {r['psnr']:.2f} | {r['loss']:.2f} |" for r in rows]  # fmt: skip
+    lines += [f"| `{r['setting']}` | {r['finetune_steps']} | {r['compress_seconds']:.1f} | "
+              f"{r['decompress_seconds']:.1f} | {r['bytes']} | {r['ratio']:.0f}x | {r['psnr']:.2f} | {r['loss']:.2f} |"
+              for r in rows]  # fmt: skip
     report = "\n".join(lines) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text(report)

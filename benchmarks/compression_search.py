@@ -78,8 +78,9 @@ def main() -> None:
         lines.append(f"| {r['scene']} | {r['ratio']:g}x | {r['budget']} | {b['all_tries']} / {s['all_tries']} | "
                      f"{b['seconds']:.1f} / {s['seconds']:.1f} | {r['time_ratio']:.2f} | {b['num_gaussians']} / "
                      f"{s['num_gaussians']} | {b['bits']} / {s['bits']} |")  # fmt: skip
+    encodings = {search: mean(r[search]["all_tries"] for r in rows) for search in ("bisection", "secant")}
     lines += ["", f"Mean time ratio (secant / bisection): {mean(r['time_ratio'] for r in rows):.2f}; mean encodings "
-              f"{mean(r['bisection']['all_tries'] for r in rows):.1f} -> {mean(r['secant']['all_tries'] for r in rows):.1f}."]  # fmt: skip
+              f"{encodings['bisection']:.1f} -> {encodings['secant']:.1f}."]  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
     (args.out / "results.json").write_text(json.dumps({"command": sys.argv, "rows": rows}, indent=1))
