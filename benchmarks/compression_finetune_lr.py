@@ -3,11 +3,12 @@ test).
 
 For each run, the budget is its uncompressed PLY bytes / --ratio; for each variant `MEANS:OTHERS` (scales of
 splatfacto's initial learning rates, `finetune.LR_SCALE`; `final:1` = the means at splatfacto's end-of-schedule
-rate, 100x lower, the others x1), `compress_scene(..., finetune_steps=--steps)` writes the file in-process, and the
+rate, 100x lower, the others x1; an optional third field DECAY: the fraction of the rates at the last step,
+`finetune.LR_FINAL_FRACTION`, 1 = constant rates), `compress_scene(..., finetune_steps=--steps)` writes the file in-process, and the
 decoded Gaussians are rendered at the run's evaluation cameras against its photos.
 
     .venv/bin/python benchmarks/compression_finetune_lr.py --load-config RUN/config.yml [...] --ratio 100 \
-        --steps 200 --variants final:1 1:2 --out benchmarks/results/compression_finetune_lr
+        --steps 200 --variants final:1:1 1:2:1 1:2 --out benchmarks/results/compression_finetune_lr
 
 Writes report.md and results.json into --out.
 """
@@ -25,8 +26,9 @@ import numpy as np
 
 
 def _variant(text: str):
-    means, others = text.split(":")
-    return (means if means == "final" else float(means)), float(others)
+    """MEANS:OTHERS[:DECAY] -> (means scale or "final", others scale, final fraction of the rates or None)."""
+    means, others, *decay = text.split(":")
+    return (means if means == "final" else float(means)), float(others), (float(decay[0]) if decay else None)
 
 
 def _rates(means, others: float):
@@ -45,7 +47,7 @@ def main() -> None:
     parser.add_argument("--load-config", type=Path, nargs="+", required=True, help="splatfacto / difix-splatfacto runs")
     parser.add_argument("--ratio", type=float, default=100.0)
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--variants", nargs="+", default=["final:1", "1:2"], help="MEANS:OTHERS rate scales")
+    parser.add_argument("--variants", nargs="+", default=["final:1:1", "1:2"], help="MEANS:OTHERS[:DECAY] rates")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/compression_finetune_lr"))
     args = parser.parse_args()
 
@@ -54,7 +56,7 @@ def main() -> None:
     from difix_ns.compression.restoration import decoded_file, render_scene
     from difix_ns.metrics import psnr
 
-    rows = []
+    rows, default_decay = [], finetune.LR_FINAL_FRACTION
     for config in args.load_config:
         scene = read_scene(config)
         name = config.parent.parent.parent.name if config.parent.name == "run" else config.parent.name
@@ -69,8 +71,10 @@ def main() -> None:
         budget = int(uncompressed_ply_bytes(scene.params["means"].shape[0], degree) / args.ratio)
         uncompressed = held_out(None)
         for text in args.variants:
-            rates = _rates(*_variant(text))
+            means, others, decay = _variant(text)
+            rates = _rates(means, others)
             finetune._learning_rates = lambda rates=rates: rates
+            finetune.LR_FINAL_FRACTION = default_decay if decay is None else decay
             with tempfile.TemporaryDirectory() as folder:
                 start = time.perf_counter()
                 summary = compress_scene(scene, Path(folder) / "f.dxs", budget_bytes=budget, finetune_steps=args.steps)
@@ -86,8 +90,9 @@ def main() -> None:
         "",
         f"`benchmarks/compression_finetune_lr.py {' '.join(sys.argv[1:])}`: held-out PSNR of the decoded file "
         "(in-process `compress_scene`, then renders at the run's evaluation cameras against its photos). Variant "
-        "MEANS:OTHERS = scales of splatfacto's initial learning rates; `final` = the means at splatfacto's "
-        "end-of-schedule rate.",
+        "MEANS:OTHERS[:DECAY] = scales of splatfacto's initial learning rates (`final`: the means at splatfacto's "
+        "end-of-schedule rate) and the fraction of them left at the last step (default: `finetune.LR_FINAL_FRACTION`"
+        f" = {default_decay:g}; 1: constant).",
         "",
         "| scene | variant | uncompressed PSNR | decoded PSNR | loss (dB) | kept | bits |",
         "|---|---|---|---|---|---|---|",
