@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Tuple
+from typing import List, Tuple
 
 
 def _timed_output(command, cwd: Path) -> Tuple[float, str]:
@@ -34,6 +34,14 @@ def _timed_output(command, cwd: Path) -> Tuple[float, str]:
 
 def _timed(command, cwd: Path) -> float:
     return _timed_output(command, cwd)[0]
+
+
+def write_report(out: Path, lines: List[str], rows: list) -> None:
+    """A compression benchmark's report.md (`lines`) and results.json (the command and `rows`) in `out`, printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps({"command": sys.argv, "rows": rows}, indent=1))
+    print("\n".join(lines))
 
 
 def main() -> None:

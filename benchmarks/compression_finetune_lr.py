@@ -25,6 +25,10 @@ from pathlib import Path
 import numpy as np
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compression_cli_time import write_report  # noqa: E402
+
+
 def _variant(text: str):
     """MEANS:OTHERS[:DECAY] -> (means scale or "final", others scale, final fraction of the rates or None)."""
     means, others, *decay = text.split(":")
@@ -99,10 +103,7 @@ def main() -> None:
     ]
     lines += [f"| {r['scene']} | `{r['variant']}` | {r['uncompressed']:.2f} | {r['psnr']:.2f} | "
               f"{r['uncompressed'] - r['psnr']:.2f} | {r['num_gaussians']} | {r['bits']} |" for r in rows]  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
-    (args.out / "results.json").write_text(json.dumps({"command": sys.argv, "rows": rows}, indent=1))
-    print("\n".join(lines))
+    write_report(args.out, lines, rows)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,10 @@ from pathlib import Path
 from statistics import mean
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compression_cli_time import write_report  # noqa: E402
+
+
 def _search(scene, budget: int, secant: bool, score) -> dict:
     from difix_ns.compression.budget import CodecOptions, encode_best
     from difix_ns.compression.config_text import pack_config
@@ -81,10 +85,7 @@ def main() -> None:
     encodings = {search: mean(r[search]["all_tries"] for r in rows) for search in ("bisection", "secant")}
     lines += ["", f"Mean time ratio (secant / bisection): {mean(r['time_ratio'] for r in rows):.2f}; mean encodings "
               f"{encodings['bisection']:.1f} -> {encodings['secant']:.1f}."]  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
-    (args.out / "results.json").write_text(json.dumps({"command": sys.argv, "rows": rows}, indent=1))
-    print("\n".join(lines))
+    write_report(args.out, lines, rows)
 
 
 if __name__ == "__main__":

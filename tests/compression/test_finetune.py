@@ -103,3 +103,26 @@ def test_a_finetune_in_seconds_takes_the_steps_that_fit(scene, tmp_path, monkeyp
     assert summary["finetune_seconds"] == 5.0 and summary["finetune_steps"] >= 1 and summary["bytes"] <= 20000
     with pytest.raises(ValueError, match="not both"):
         compress_scene(scene, tmp_path / "both.dxs", budget_bytes=20000, finetune_steps=5, finetune_seconds=5.0)
+
+
+def test_the_finetune_starts_at_splatfacto_initial_rates_and_decays_to_a_fraction(scene, monkeypatch):
+    import difix_ns.compression.finetune as finetune
+    from difix_ns.method_configs.difix_splatfacto import splatfacto_optimizers
+
+    made = []
+
+    class Recording(torch.optim.lr_scheduler.ExponentialLR):
+        def __init__(self, optimizer, gamma):
+            super().__init__(optimizer, gamma)
+            made.append(self)
+
+    monkeypatch.setattr(torch.optim.lr_scheduler, "ExponentialLR", Recording)
+    groups = splatfacto_optimizers()
+    rates = finetune._learning_rates()
+    assert rates["means"] == pytest.approx(groups["means"]["optimizer"].lr)  # not the end-of-schedule rate
+    assert rates["opacities"] == pytest.approx(2 * groups["opacities"]["optimizer"].lr)
+    pruned = prune(scene.params, scene.importance, scene.params["means"].shape[0] // 4)
+    finetune.finetune_gaussians(scene.pipeline.model, pruned, scene.pipeline.datamanager.train_dataset, steps=10)
+    (decay,) = made
+    final = [group["lr"] for group in decay.optimizer.param_groups]
+    np.testing.assert_allclose(final, [r * finetune.LR_FINAL_FRACTION for r in decay.base_lrs], rtol=1e-5)
