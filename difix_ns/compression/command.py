@@ -340,6 +340,14 @@ def compress_scene(
     }  # fmt: skip
 
 
+def _most_important(scene: SplatScene, count: int):
+    """(params, importance) of the run's `count` most important Gaussians."""
+    from difix_ns.compression.codec import kept_indices
+
+    keep = kept_indices(scene.importance, count)
+    return {k: v[keep] for k, v in scene.params.items()}, scene.importance[keep]
+
+
 def _finetuned(scene: SplatScene, result, options, steps: int, quantize_from: float, score, budget_bytes, metadata,
                progress):  # fmt: skip
     """(params, importance, search result) of the Gaussians `result` kept, fine-tuned for `steps` at `options.bits`
@@ -349,25 +357,21 @@ def _finetuned(scene: SplatScene, result, options, steps: int, quantize_from: fl
     that count."""
     from dataclasses import replace
 
-    from difix_ns.compression.codec import BITS_LADDER, DEFAULT_BITS, kept_indices
+    from difix_ns.compression.codec import BITS_LADDER, DEFAULT_BITS
     from difix_ns.compression.finetune import finetune_gaussians
-
-    def most_important(count: int):  # (params, importance) of the run's `count` most important Gaussians
-        keep = kept_indices(scene.importance, count)
-        return {k: v[keep] for k, v in scene.params.items()}, scene.importance[keep]
 
     model, train = scene.pipeline.model, scene.pipeline.datamanager.train_dataset
     probe_steps = int(round(quantize_from * steps))
     if score is not None and probe_steps:
         # beer at 100x: 9,3,3,3,4 chosen on the raw Gaussians, 10,4,4,4,4 on the probe (held-out 24.95 -> 25.9 dB)
-        pool, importance = most_important(result.num_gaussians)
+        pool, importance = _most_important(scene, result.num_gaussians)
         probe = finetune_gaussians(model, pool, train, probe_steps, progress=progress)
         # fine-tuned Gaussians take finer bits (one step on beer): the walk starts two finer than the first choice
         first = max(0, BITS_LADDER.index(result.bits) - PROBE_LADDER_MARGIN) if result.bits in BITS_LADDER else 0
         result = _encode(probe, importance, budget_bytes, None, replace(options, bits=None), metadata, progress, score,
                          BITS_LADDER[first:])  # fmt: skip
     options.bits = result.bits
-    params, importance = most_important(result.num_gaussians)
+    params, importance = _most_important(scene, result.num_gaussians)
     params = finetune_gaussians(model, params, train, steps, progress=progress, bits=options.bits or DEFAULT_BITS,
                                 sh_degree=options.sh_degree, quantize_from=quantize_from)  # fmt: skip
     return params, importance, result
@@ -376,11 +380,10 @@ def _finetuned(scene: SplatScene, result, options, steps: int, quantize_from: fl
 def _steps_within(scene: SplatScene, result, options, seconds: float, probe_fraction: float) -> int:
     """Fine-tune steps for `seconds` on the Gaussians `result` kept (`_finetuned` runs a float probe of
     `probe_fraction` of them first)."""
-    from difix_ns.compression.codec import DEFAULT_BITS, kept_indices
+    from difix_ns.compression.codec import DEFAULT_BITS
     from difix_ns.compression.finetune import steps_within
 
-    keep = kept_indices(scene.importance, result.num_gaussians)
-    params = {k: v[keep] for k, v in scene.params.items()}
+    params, _ = _most_important(scene, result.num_gaussians)
     return steps_within(scene.pipeline.model, params, scene.pipeline.datamanager.train_dataset, seconds,
                         1.0 + probe_fraction, options.bits or DEFAULT_BITS, options.sh_degree)  # fmt: skip
 
