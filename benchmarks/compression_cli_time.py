@@ -19,21 +19,22 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 
-def _timed_output(command, cwd: Path) -> Tuple[float, str]:
-    """(wall seconds, stdout) of `command` as a fresh process; raises with its stderr when it fails."""
+def _timed_output(command, cwd: Path, env: Optional[Dict[str, str]] = None) -> Tuple[float, str]:
+    """(wall seconds, stdout) of `command` as a fresh process (`env`: its whole environment, default ours); raises
+    with its stderr when it fails."""
     start = time.perf_counter()
-    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, cwd=cwd)
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, cwd=cwd, env=env)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, command))} failed:\n{result.stderr[-3000:]}")
     return seconds, result.stdout
 
 
-def _timed(command, cwd: Path) -> float:
-    return _timed_output(command, cwd)[0]
+def _timed(command, cwd: Path, env: Optional[Dict[str, str]] = None) -> float:
+    return _timed_output(command, cwd, env)[0]
 
 
 def write_report(out: Path, lines: List[str], rows: list) -> None:
