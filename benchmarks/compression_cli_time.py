@@ -72,7 +72,7 @@ def main() -> None:
         print(f"  {name:28s} {seconds:6.1f} s   (all: {', '.join(f'{s:.1f}' for s in times[name])})")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"command": "python benchmarks/compression_cli_time.py " + " ".join(sys.argv[1:]),
+        args.out.write_text(json.dumps({"command": "python benchmarks/compression_cli_time.py " + shlex.join(sys.argv[1:]),
                                         "bytes": size, "seconds": times, "median": medians}, indent=2))  # fmt: skip
 
 

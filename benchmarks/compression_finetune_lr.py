@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
 import time
@@ -92,7 +93,7 @@ def main() -> None:
     lines = [
         f"# compress fine-tune learning rates ({args.ratio:g}x, {args.steps} steps)",
         "",
-        f"`benchmarks/compression_finetune_lr.py {' '.join(sys.argv[1:])}`: held-out PSNR of the decoded file "
+        f"`benchmarks/compression_finetune_lr.py {shlex.join(sys.argv[1:])}`: held-out PSNR of the decoded file "
         "(in-process `compress_scene`, then renders at the run's evaluation cameras against its photos). Variant "
         "MEANS:OTHERS[:DECAY] = scales of splatfacto's initial learning rates (`final`: the means at splatfacto's "
         "end-of-schedule rate) and the fraction of them left at the last step (default: `finetune.LR_FINAL_FRACTION`"

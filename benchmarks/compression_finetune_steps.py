@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def main() -> None:
     lines = [
         f"# compress fine-tune steps: time against loss ({args.scene}, {args.ratio:g}x)",
         "",
-        f"`benchmarks/compression_finetune_steps.py {' '.join(sys.argv[1:])}`: fresh `difix-ns compress --budget "
+        f"`benchmarks/compression_finetune_steps.py {shlex.join(sys.argv[1:])}`: fresh `difix-ns compress --budget "
         f"{budget} --finetune-steps N` (or `--finetune-seconds S`) and "
         f"`difix-ns decompress` processes, one each, on the compression benchmark's run of {args.scene} ({n} "
         f"Gaussians, {ply} PLY bytes, held-out PSNR {base['psnr']:.2f} dB uncompressed). Loss = uncompressed PSNR "

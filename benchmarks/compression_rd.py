@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -388,7 +389,7 @@ def main() -> None:
                                     _variant_files(state, "calibrated", args.work, restorer=generic)),
         })  # fmt: skip
     results = {
-        "command": "python benchmarks/compression_rd.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/compression_rd.py " + shlex.join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, torch CPU",
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "scenes": scenes,

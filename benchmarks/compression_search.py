@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -69,7 +70,7 @@ def main() -> None:
     lines = [
         "# Fitting a byte budget: secant search against bisection",
         "",
-        f"`benchmarks/compression_search.py {' '.join(sys.argv[1:])}`: `budget.encode_best` (every bit allocation of "
+        f"`benchmarks/compression_search.py {shlex.join(sys.argv[1:])}`: `budget.encode_best` (every bit allocation of "
         "the ladder fitted to the budget, scored by renders against the uncompressed scene) on the same Gaussians "
         "with each search, alternating which runs first. Encodings = all tries over the ladder walk.",
         "",

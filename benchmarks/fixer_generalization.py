@@ -158,7 +158,7 @@ def main() -> None:
     for g, r in rows.items():
         n = sum(1 for v in views if g == "all" or v["label"] == g)
         lines.append(f"| {g} | {n} | {r['degraded']:.2f} | {r['fixed']:.2f} | {r['gain']:+.2f} |")
-    lines += ["", f"Command: `{' '.join(sys.argv)}`; timings {results['timings_s']}; {results['machine']}.", ""]
+    lines += ["", f"Command: `{shlex.join(sys.argv)}`; timings {results['timings_s']}; {results['machine']}.", ""]
     (out / "report.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -48,7 +49,7 @@ def main() -> None:
     lines = [
         "# nerfstudio start-up: the plugin's one-frame external-method check against nerfstudio's inspect.stack()",
         "",
-        f"Command: `python benchmarks/nerfstudio_startup.py {' '.join(sys.argv[1:])}`. Fresh processes, the two "
+        f"Command: `python benchmarks/nerfstudio_startup.py {shlex.join(sys.argv[1:])}`. Fresh processes, the two "
         f"variants alternating, median of {args.repeats}.",
         "",
         "| command | fast check (s) | nerfstudio's check (s) | ratio fast / nerfstudio | saved (s) |",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 import time
@@ -163,7 +164,7 @@ def main() -> None:
     lines += ["", "NAFNet steps within the time budget, per scene (leave-out / leave-out+underfit): " + ", ".join(
         f"{scene} {s['leave-out']} / {s['leave-out+underfit']}" for scene, s in steps.items()
     ) + "."]
-    lines += ["", f"Command: `{' '.join(sys.argv)}` ({payload['seconds']:.0f} s); figure: gains.png.", ""]
+    lines += ["", f"Command: `{shlex.join(sys.argv)}` ({payload['seconds']:.0f} s); figure: gains.png.", ""]
     (args.out / "report.md").write_text("\n".join(lines))
     console.print("\n".join(lines))
 

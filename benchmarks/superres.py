@@ -201,7 +201,7 @@ def run_scene(scene: str, args, work: Path) -> Dict[str, dict]:
 def write_report(results: Dict[str, Dict[str, dict]], args) -> None:
     lines = [
         "# Super-resolution benchmark (benchmarks/superres.py)", "",
-        f"Command: `python benchmarks/superres.py {' '.join(sys.argv[1:])}`.", "",
+        f"Command: `python benchmarks/superres.py {shlex.join(sys.argv[1:])}`.", "",
         f"Factor {args.factor}, {args.iterations} 3DGS steps per recipe (sr3d: {args.lr_iterations} LR steps, then "
         f"{args.rounds} rounds), SR back-end `{args.backend}`; every {args.hold_every}th view held out and scored at "
         f"HR. Synthetic: {args.resolution} px HR, {args.synth_views} views; real captures: HR = the capture shrunk "
