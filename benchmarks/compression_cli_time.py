@@ -67,13 +67,18 @@ def main() -> None:
                                                         str(work / "run")], work))  # fmt: skip
         size = (work / "scene.dxs").stat().st_size
     medians = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{args.load_config} at {args.budget} {args.compress_args} ({size} bytes), median of {args.repeats} fresh processes:")
+    print(
+        f"{args.load_config} at {args.budget} {args.compress_args} ({size} bytes), "
+        f"median of {args.repeats} fresh processes:"
+    )
     for name, seconds in medians.items():
         print(f"  {name:28s} {seconds:6.1f} s   (all: {', '.join(f'{s:.1f}' for s in times[name])})")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"command": "python benchmarks/compression_cli_time.py " + shlex.join(sys.argv[1:]),
-                                        "bytes": size, "seconds": times, "median": medians}, indent=2))  # fmt: skip
+        args.out.write_text(json.dumps({
+            "command": "python benchmarks/compression_cli_time.py " + shlex.join(sys.argv[1:]),
+            "bytes": size, "seconds": times, "median": medians,
+        }, indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ test).
 For each run, the budget is its uncompressed PLY bytes / --ratio; for each variant `MEANS:OTHERS` (scales of
 splatfacto's initial learning rates, `finetune.LR_SCALE`; `final:1` = the means at splatfacto's end-of-schedule
 rate, 100x lower, the others x1; an optional third field DECAY: the fraction of the rates at the last step,
-`finetune.LR_FINAL_FRACTION`, 1 = constant rates), `compress_scene(..., finetune_steps=--steps)` writes the file in-process, and the
-decoded Gaussians are rendered at the run's evaluation cameras against its photos.
+`finetune.LR_FINAL_FRACTION`, 1 = constant rates), `compress_scene(..., finetune_steps=--steps)` writes the file
+in-process, and the decoded Gaussians are rendered at the run's evaluation cameras against its photos.
 
     .venv/bin/python benchmarks/compression_finetune_lr.py --load-config RUN/config.yml [...] --ratio 100 \
         --steps 200 --variants final:1:1 1:2:1 1:2 --out benchmarks/results/compression_finetune_lr

@@ -8,8 +8,9 @@ written for every scene (with clean pairs: the uncompressed render as its own in
 are trained with `train_fixer`: **generic** on the pairs of the *other* scenes only (at most
 `--generic-pairs-per-scene` of each, `--restorer-steps`; NiFi's setting; not counted in the rate) and **per-scene**,
 one per budget, on the scene's own pairs of that budget's file (`--per-scene-steps`; its weight files counted in
-the rate; a user gets those pairs with `difix-ns compress --pairs-out DIR`). The same budgets are also compressed with `--finetune-steps`
-of fine-tuning after pruning, quantization-aware from each `--finetune-quantize-from` fraction of the steps on (1 =
+the rate; a user gets those pairs with `difix-ns compress --pairs-out DIR`). The same budgets are also compressed
+with `--finetune-steps` of fine-tuning after pruning, quantization-aware from each `--finetune-quantize-from`
+fraction of the steps on (1 =
 a float fine-tune), with the generic restorer's strength chosen by `compress --restorer`. `compress` chooses its
 bits per attribute by rate-distortion (the default `--bits auto`). Once the generic restorer exists, every budget
 is also compressed with `compress --restorer` (the restorer's strength chosen on calibration cameras against the
@@ -110,7 +111,8 @@ def _prepare_scene(name: str, args, work: Path) -> dict:
                                       compressed=compressed)
     write_manifest(records, pairs)
     state = {"name": name, "data": str(data), "config": str(config_path), "uncompressed": base, "files": files,
-             "read_seconds": scene.seconds, "pairs": len(records), "pairs_seconds": time.perf_counter() - start}  # fmt: skip
+             "read_seconds": scene.seconds, "pairs": len(records),
+             "pairs_seconds": time.perf_counter() - start}  # fmt: skip
     state_file.write_text(json.dumps(state, indent=2))
     return state
 
@@ -261,14 +263,16 @@ def _report(results: dict, out: Path) -> None:
         f"Command: `{results['command']}`. Machine: {results['machine']}. Produced by benchmarks/compression_rd.py.",
         "", "PSNR/SSIM on each scene's held-out views against the photos. *generic*: a NAFNet restorer trained only "
         "on the other scenes' pairs of every budget (not in the rate); *per-scene*: one per budget, trained on this "
-        "scene's pairs of that budget's file, its weight files added to the rate. Loss = uncompressed PSNR - restored PSNR (goal <= 1.0 dB at >= 100x, generic).", "",
+        "scene's pairs of that budget's file, its weight files added to the rate. Loss = uncompressed PSNR - restored "
+        "PSNR (goal <= 1.0 dB at >= 100x, generic).", "",
     ]  # fmt: skip
     for scene in results["scenes"]:
         base = scene["uncompressed"]
         lines += [
             f"## {scene['name']}", "",
             f"Uncompressed: {base['num_gaussians']} Gaussians, float32 PLY {base['ply_bytes']} B, PSNR "
-            f"{base['psnr']:.2f} dB, SSIM {base['ssim']:.3f}. Restorer training: generic {scene['generic_seconds']:.0f} s "
+            f"{base['psnr']:.2f} dB, SSIM {base['ssim']:.3f}. "
+            f"Restorer training: generic {scene['generic_seconds']:.0f} s "
             f"on {scene['generic_pairs']} pairs of {', '.join(scene['generic_scenes'])}; per-scene: "
             f"{results['config']['per_scene_steps']} steps on this scene's pairs of each budget "
             f"({scene['pairs']} pairs over all budgets and the clean ones).", "",
@@ -279,10 +283,13 @@ def _report(results: dict, out: Path) -> None:
         ]  # fmt: skip
         for r in scene["budgets"]:
             lines.append(
-                f"| {r['ratio']:.1f}x | {r['bytes']} | {r['num_gaussians']} | {r['psnr']:.2f} | {r['psnr_generic']:.2f} "
+                f"| {r['ratio']:.1f}x | {r['bytes']} | {r['num_gaussians']} | {r['psnr']:.2f} | "
+                f"{r['psnr_generic']:.2f} "
                 f"| {r['psnr_generic'] - r['psnr']:+.2f} | {base['psnr'] - r['psnr_generic']:.2f} | "
-                f"{r['psnr_per_scene']:.2f} | {r['psnr_per_scene'] - r['psnr']:+.2f} | {r['per_scene_restorer_bytes']}, "
-                f"{r['per_scene_seconds']:.0f} | {r['per_scene_ratio']:.1f}x | {r['ssim']:.3f} / {r['ssim_generic']:.3f} / "
+                f"{r['psnr_per_scene']:.2f} | {r['psnr_per_scene'] - r['psnr']:+.2f} | "
+                f"{r['per_scene_restorer_bytes']}, "
+                f"{r['per_scene_seconds']:.0f} | {r['per_scene_ratio']:.1f}x | "
+                f"{r['ssim']:.3f} / {r['ssim_generic']:.3f} / "
                 f"{r['ssim_per_scene']:.3f} | {','.join(str(b) for b in r['bits'].values())} | {r['seconds']:.1f} | "
                 f"{r['decompress_seconds']:.1f} |"
             )
@@ -302,8 +309,8 @@ def _report(results: dict, out: Path) -> None:
             lines += ["", f"Fine-tuned after pruning ({results['config']['finetune_steps']} steps; quantization-aware "
                       "from the given fraction of them on, 1 = float), generic restorer at the strength `compress "
                       "--restorer` chose, same budgets:", "",
-                      "| ratio | quantization-aware from | file (B) | Gaussians | PSNR | strength | + generic restorer | "
-                      "loss vs uncompressed (restored) | SSIM / restored | compress (s) |",
+                      "| ratio | quantization-aware from | file (B) | Gaussians | PSNR | strength | "
+                      "+ generic restorer | loss vs uncompressed (restored) | SSIM / restored | compress (s) |",
                       "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
             for r in scene["budgets"]:
                 for t in r["finetuned"]:
@@ -377,8 +384,9 @@ def main() -> None:
         generic_summary = json.loads((generic.parent / "summary.json").read_text())
         scenes.append({
             **{k: state[k] for k in ("name", "uncompressed", "pairs", "pairs_seconds", "read_seconds")},
-            "generic_scenes": others, "generic_pairs": sum(min(states[n]["pairs"], args.generic_pairs_per_scene or states[n]["pairs"])
-                                                                for n in others),
+            "generic_scenes": others,
+            "generic_pairs": sum(min(states[n]["pairs"], args.generic_pairs_per_scene or states[n]["pairs"])
+                                 for n in others),
             "generic_seconds": generic_summary["seconds"],
             "generic_summary": generic_summary,
             "budgets": _score_scene(state, restorers, args.work,

@@ -4,7 +4,8 @@ rendered by a reconstruction of B: degraded (the render) vs fixed (the render th
 
     .venv/bin/python benchmarks/fixer_generalization.py --out benchmarks/results/fixer_generalization
 
-Writes `results.json` (per view) and `report.md` into --out; intermediate files go to --work (resumable). Everything runs through the product's code:
+Writes `results.json` (per view) and `report.md` into --out; intermediate files go to --work (resumable).
+Everything runs through the product's code:
 `difix_ns.data.curate` (ns-train reconstructions, leave-out + underfit pairs from training views only),
 `difix_ns.training.train_fixer`, and `difix_ns.evaluation.evaluate_views` for the test renders.
 """
@@ -103,7 +104,13 @@ def main() -> None:
         config_path = run / "run/difix-splatfacto/curate/config.yml"
         if not config_path.is_file():
             config_path = train_nerfstudio(
-                scene, run, "difix-splatfacto", args.iterations, args.iterations, shlex.split(args.ns_train_args), seed=seed
+                scene,
+                run,
+                "difix-splatfacto",
+                args.iterations,
+                args.iterations,
+                shlex.split(args.ns_train_args),
+                seed=seed,
             )
         for view in evaluate_views(config_path, description=f"Rendering test scene {seed}"):
             rendered = torch.from_numpy(view.rendered).permute(2, 0, 1)[None].float()

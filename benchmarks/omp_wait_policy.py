@@ -51,7 +51,9 @@ def _median_step(policy: str, steps: int) -> float:
         time.sleep(3)  # let it start its threads
         # `-c` imports torch before difix_ns, so the package's own setting does not apply here
         code = "import torch\n" + _STEPS
-        out = subprocess.run([sys.executable, "-c", code, str(steps)], env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(steps)], env=env, capture_output=True, text=True, check=True
+        )
     finally:
         competitor.kill()
         competitor.wait()

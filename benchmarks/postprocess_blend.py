@@ -39,7 +39,9 @@ def _views(config_path: Path, mode: str) -> List[Dict[str, float]]:
         for camera, batch in pipeline.datamanager.fixed_indices_eval_dataloader:
             outputs = model.get_outputs_for_camera(camera, postprocess=True)
             metrics, _ = model.get_image_metrics_and_images(outputs, batch)
-            rows.append({"filename": Path(names[int(batch["image_idx"])]).name, **{k: float(v) for k, v in metrics.items()}})
+            rows.append(
+                {"filename": Path(names[int(batch["image_idx"])]).name, **{k: float(v) for k, v in metrics.items()}}
+            )
     return rows
 
 
@@ -71,7 +73,8 @@ def main() -> None:
     lines = ["# Post-processing as is vs blended by pose distance", "",
              "Gain of the post-processed render over the raw difix-splatfacto render (dB), per distance bin. "
              "Written by `benchmarks/postprocess_blend.py`.", "",
-             "| scene | blend | " + " | ".join(f"Δ{m} {b}" for b in ("near", "mid", "far", "all") for m in ("psnr", "mpsnr")) + " |",
+             "| scene | blend | "
+             + " | ".join(f"Δ{m} {b}" for b in ("near", "mid", "far", "all") for m in ("psnr", "mpsnr")) + " |",
              "|---|---|" + "---|" * 8]  # fmt: skip
     for scene, by_mode in results.items():
         for mode in _MODES:

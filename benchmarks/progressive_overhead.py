@@ -3,7 +3,8 @@
 "splatfacto" here is splatfacto's algorithm on this project's device-independent path: difix-splatfacto with the
 progressive update and post-processing off (nerfstudio's own `splatfacto` needs CUDA and network access).
 Both train in this process on the same synthetic scene with the same settings; only `trainer.train()` is timed
-(no imports, no set-up), after an untimed warm-up of both, alternating the two runs `--repeats` times. Goal: ratio <= 1.3x on CPU, <= 1.15x on GPU.
+(no imports, no set-up), after an untimed warm-up of both, alternating the two runs `--repeats` times. Goal:
+ratio <= 1.3x on CPU, <= 1.15x on GPU.
 
     .venv/bin/python benchmarks/progressive_overhead.py --iterations 600 --fix-every 150
 """
@@ -45,7 +46,10 @@ def _config(scene: Path, out: Path, name: str, args: argparse.Namespace, progres
     if args.fixer == "nafnet":
         # without --checkpoint an untrained NAFNet: the same cost, and only the cost is measured here
         model.fixer = FixerConfig(
-            backend="nafnet", checkpoint=args.checkpoint, nafnet_width=args.nafnet_width, random_init=args.checkpoint is None
+            backend="nafnet",
+            checkpoint=args.checkpoint,
+            nafnet_width=args.nafnet_width,
+            random_init=args.checkpoint is None,
         )
     else:
         model.fixer = FixerConfig(backend="identity")

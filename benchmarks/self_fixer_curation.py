@@ -151,7 +151,8 @@ def main() -> None:
         "",
         f"Renders of `{args.method}` from `{args.benchmark}` ({len(results['scenes'])} scenes, {options['iters']} "
         f"iterations), fixed by the benchmark's self fixer (leave-out pairs) and by one trained for the same "
-        f"{options['self_fixer_seconds']:g} s on leave-out + underfit pairs. Mean PSNR (dB); gains over the raw render.",
+        f"{options['self_fixer_seconds']:g} s on leave-out + underfit pairs. Mean PSNR (dB); gains over the raw "
+        "render.",
         "",
         "| views | n | raw | leave-out fixer | gain | leave-out+underfit fixer | gain |",
         "|---|---|---|---|---|---|---|",

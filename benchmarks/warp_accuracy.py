@@ -9,7 +9,8 @@ Two measurements, both in the co-visible pixels the warp marks valid:
    where valid (nearest valid first, or the mean of the valid ones) against the real photo.
 
     .venv/bin/python benchmarks/warp_accuracy.py --scenes benchmarks/results/sparse_synthetic/scenes/synth0 \
-        --pairs benchmarks/results/sparse_synthetic/runs/synth0/self_fixer/pairs benchmarks/results/real_fruit/runs/fruit/self_fixer/pairs
+        --pairs benchmarks/results/sparse_synthetic/runs/synth0/self_fixer/pairs \
+        benchmarks/results/real_fruit/runs/fruit/self_fixer/pairs
 
 Writes results.json and results.md into --out (default benchmarks/results/warp_accuracy).
 """
@@ -94,7 +95,8 @@ def _report(results: dict) -> str:
         lines.append(f"| {scene} | {r['pairs']} | {r['coverage']:.2f} | {r['psnr_warped_valid']:.2f} |")
     lines += ["", "## Reconstructed depth: the self fixer's curated pairs", ""]
     lines += [
-        "| pairs folder | strategy | n | coverage | render (valid px) | warped (valid px) | render | paste nearest | paste mean |",
+        "| pairs folder | strategy | n | coverage | render (valid px) | warped (valid px) | render | paste nearest | "
+        "paste mean |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for folder, by in results["reconstructed"].items():

@@ -72,5 +72,7 @@ def run_demo(config: DemoConfig) -> Path:
         "figures: compare.png (ground truth | methods, farthest views), "
         "gains.png (gain over the baseline per bin).\n"
     )
-    CONSOLE.print(f"[bold green]Demo done in {wall:.0f} s.[/bold green] Report: {report}  Figure: {out / 'compare.png'}")
+    CONSOLE.print(
+        f"[bold green]Demo done in {wall:.0f} s.[/bold green] Report: {report}  Figure: {out / 'compare.png'}"
+    )
     return report

@@ -128,7 +128,9 @@ class _Warper:
             return None
         depth = torch.from_numpy(np.load(path)).float()
         if tuple(depth.shape) != tuple(size) or not torch.isfinite(depth).all():
-            raise ValueError(f"depth map {path} must be finite with the image's size {tuple(size)}, got {tuple(depth.shape)}")
+            raise ValueError(
+                f"depth map {path} must be finite with the image's size {tuple(size)}, got {tuple(depth.shape)}"
+            )
         return depth
 
     def __call__(self, name: str, size: tuple) -> Optional[WarpedViews]:

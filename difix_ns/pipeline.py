@@ -219,7 +219,9 @@ class DifixPipeline(VanillaPipeline):
         if self.config.progressive.is_update_step(step) and step > self.progressive_state.last_update_step:
             self.run_progressive_update(step)
 
-    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
         callbacks = super().get_training_callbacks(training_callback_attributes)
         if self.config.progressive.enabled:
             # last in the list: after the model's own AFTER_TRAIN_ITERATION callbacks (densification)
@@ -244,5 +246,7 @@ class DifixPipeline(VanillaPipeline):
         if self._self_backend() and "self_fixer_path" in state:
             folder = Path(state["self_fixer_path"])
             if not folder.is_dir():
-                raise FileNotFoundError(f"the run's self-trained fixer {folder} is missing (it lives in the run folder)")
+                raise FileNotFoundError(
+                    f"the run's self-trained fixer {folder} is missing (it lives in the run folder)"
+                )
             self._use_self_fixer(folder, bool(state.get("self_fixer_used", True)))

@@ -28,10 +28,15 @@ def splatfacto_optimizers(max_steps: int = 30000) -> dict:
         return AdamOptimizerConfig(lr=lr, eps=1e-15)
 
     def warmup_decay(lr_final: float) -> ExponentialDecaySchedulerConfig:
-        return ExponentialDecaySchedulerConfig(lr_final=lr_final, max_steps=max_steps, warmup_steps=1000, lr_pre_warmup=0)
+        return ExponentialDecaySchedulerConfig(
+            lr_final=lr_final, max_steps=max_steps, warmup_steps=1000, lr_pre_warmup=0
+        )
 
     return {
-        "means": {"optimizer": adam(1.6e-4), "scheduler": ExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=max_steps)},
+        "means": {
+            "optimizer": adam(1.6e-4),
+            "scheduler": ExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=max_steps),
+        },
         "features_dc": {"optimizer": adam(0.0025), "scheduler": None},
         "features_rest": {"optimizer": adam(0.0025 / 20), "scheduler": None},
         "opacities": {"optimizer": adam(0.05), "scheduler": None},

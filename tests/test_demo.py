@@ -44,7 +44,9 @@ def test_demo_writes_report_results_and_figure(tmp_path, monkeypatch):
     # Resuming the benchmark keeps the fixer the runs used (no further training) and its reported time.
     weights = {p: p.read_bytes() for p in (shared / "train" / "fixer").iterdir()}
     again = run_benchmark(
-        BenchmarkConfig(seeds=(0,), resolution=32, iters=8, methods=DEMO_METHODS, out=config.out, self_fixer_seconds=5.0)
+        BenchmarkConfig(
+            seeds=(0,), resolution=32, iters=8, methods=DEMO_METHODS, out=config.out, self_fixer_seconds=5.0
+        )
     )
     assert {p: p.read_bytes() for p in (shared / "train" / "fixer").iterdir()} == weights
     assert [r["fixer_seconds"] for r in again["runs"]] == [r["fixer_seconds"] for r in results["runs"]]

@@ -54,7 +54,9 @@ def test_fix_with_depths_gives_the_fixer_the_warped_nearest_references(synth_sce
     index = nearest_views(torch.from_numpy(target.c2w[None, :3]).float(), ref_c2w, 2)[0][0].tolist()
     rgb, valid, _ = warp_references(
         torch.stack([_load(refs / ref_names[i]) for i in index]),
-        torch.stack([torch.from_numpy(np.load(synth_scene / "depths" / f"{ref_names[i][:-4]}.npy")).float() for i in index]),
+        torch.stack(
+            [torch.from_numpy(np.load(synth_scene / "depths" / f"{ref_names[i][:-4]}.npy")).float() for i in index]
+        ),
         ref_c2w[index],
         torch.stack([torch.from_numpy(cameras[ref_names[i]].K) for i in index]).float(),
         torch.from_numpy(np.load(depths / "eval_000.npy")).float(),

@@ -10,7 +10,9 @@ import sys
 
 def _policy_after_import(env: dict) -> str:
     code = "import difix_ns, os; print(os.environ.get('OMP_WAIT_POLICY'))"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def test_importing_difix_ns_sets_passive_waiting_unless_chosen():

@@ -17,7 +17,11 @@ def test_every_package_folder_is_listed_in_pyproject():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(config["packages"])
     found = {
-        "difix_ns." + ".".join(p.parent.relative_to(ROOT / "difix_ns").parts) if p.parent != ROOT / "difix_ns" else "difix_ns"
+        (
+            "difix_ns." + ".".join(p.parent.relative_to(ROOT / "difix_ns").parts)
+            if p.parent != ROOT / "difix_ns"
+            else "difix_ns"
+        )
         for p in (ROOT / "difix_ns").rglob("__init__.py")
     }
     found.add("difix_ns.method_configs")

@@ -363,7 +363,9 @@ def _write_reports(config: BenchmarkConfig, results: dict, recipes, fid: Dict[st
     (out / "results.md").write_text(header + gains_md + markdown_tables(results, config.methods))
     CONSOLE.print((out / "results.md").read_text())
     figures = f"{out}/grid_*.png" + (f", {out / 'gains.png'}" if pairs else "")
-    CONSOLE.print(f"[bold green]Benchmark written:[/bold green] {out / 'results.md'}, {out / 'results.json'}, " + figures)
+    CONSOLE.print(
+        f"[bold green]Benchmark written:[/bold green] {out / 'results.md'}, {out / 'results.json'}, " + figures
+    )
 
 
 def run_benchmark(config: BenchmarkConfig) -> dict:

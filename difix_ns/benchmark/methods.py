@@ -85,7 +85,10 @@ def budget_args(recipe: MethodRecipe, iterations: int, cpu: bool) -> List[str]:
         args += list(_NERFACTO_CPU)
     if recipe.uses_fixer:
         # The paper's 1.5k-of-30k update period, scaled to the budget: updates at 1/4, 1/2 and 3/4 of it.
-        args += [f"--pipeline.progressive.fix-start={max(n // 4, 1)}", f"--pipeline.progressive.fix-every={max(n // 4, 1)}"]
+        args += [
+            f"--pipeline.progressive.fix-start={max(n // 4, 1)}",
+            f"--pipeline.progressive.fix-every={max(n // 4, 1)}",
+        ]
     return args
 
 

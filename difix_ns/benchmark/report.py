@@ -45,7 +45,16 @@ RESULTS_SCHEMA = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["scene", "method", "wall_seconds", "fixer_seconds", "seconds_per_iteration", "peak_memory_mb", "metrics", "views"],
+                "required": [
+                    "scene",
+                    "method",
+                    "wall_seconds",
+                    "fixer_seconds",
+                    "seconds_per_iteration",
+                    "peak_memory_mb",
+                    "metrics",
+                    "views",
+                ],
                 "properties": {
                     "scene": {"type": "string"},
                     "method": {"type": "string"},
@@ -109,7 +118,9 @@ def _cell(key: str, value: float) -> str:
 def markdown_tables(results: dict, methods: Sequence[str]) -> str:
     """Means over scenes (per bin), then one table per scene."""
     runs = results["runs"]
-    keys = [k for k in ("psnr", "ssim", "mpsnr", "mssim", "lpips", "fid") if any(k in r["metrics"]["all"] for r in runs)]
+    keys = [
+        k for k in ("psnr", "ssim", "mpsnr", "mssim", "lpips", "fid") if any(k in r["metrics"]["all"] for r in runs)
+    ]
     groups = [g for g in ("all", "near", "mid", "far") if any(g in r["metrics"] for r in runs)]
     header = ["method"] + [f"{k} {g}" for g in groups for k in keys] + ["train s", "fixer s", "s/iter", "peak MB"]
 
@@ -119,7 +130,9 @@ def markdown_tables(results: dict, methods: Sequence[str]) -> str:
             cells = [method]
             for g in groups:
                 for k in keys:
-                    cells.append(_cell(k, _mean([r["metrics"][g][k] for r in method_runs if k in r["metrics"].get(g, {})])))
+                    cells.append(
+                        _cell(k, _mean([r["metrics"][g][k] for r in method_runs if k in r["metrics"].get(g, {})]))
+                    )
             cells += [
                 f"{_mean([r['wall_seconds'] for r in method_runs]):.0f}",
                 f"{_mean([r['fixer_seconds'] for r in method_runs]):.0f}",
@@ -205,7 +218,9 @@ def gains_figure(path: Path, results: dict, pairs: Sequence[Tuple[str, str]]) ->
 
     groups = [g for g in ("near", "mid", "far") if any(g in r["metrics"] for r in results["runs"])]
     keys = _gain_keys(results)
-    fig, axes = plt.subplots(1, len(keys), figsize=(2.5 * len(keys) + 1.2 * len(pairs) * len(groups), 3.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(keys), figsize=(2.5 * len(keys) + 1.2 * len(pairs) * len(groups), 3.6), squeeze=False
+    )
     width = 0.8 / max(len(pairs), 1)
     for ax, key in zip(axes[0], keys):
         table = gains(results, pairs, key)
@@ -228,7 +243,9 @@ def gains_figure(path: Path, results: dict, pairs: Sequence[Tuple[str, str]]) ->
     plt.close(fig)
 
 
-def comparison_grid(path: Path, rows: List[str], columns: List[Tuple[str, Dict[str, Path]]], captions: Dict[Tuple[str, str], str]) -> None:
+def comparison_grid(
+    path: Path, rows: List[str], columns: List[Tuple[str, Dict[str, Path]]], captions: Dict[Tuple[str, str], str]
+) -> None:
     """PNG grid: one row per view name, one column per (label, view name -> image file); captions under panels."""
     import matplotlib
 

@@ -72,15 +72,22 @@ def choose_split(
         raise ValueError("give train_every or train_views, not both")
     if train_every is not None:
         if train_every < 2:
-            raise ValueError(f"train_every must be >= 2 (every view training leaves nothing to evaluate), got {train_every}")
+            raise ValueError(
+                f"train_every must be >= 2 (every view training leaves nothing to evaluate), got {train_every}"
+            )
         train_idx, rule = list(range(0, len(names), train_every)), f"every {train_every}-th view"
     elif train_views is not None:
         if not min_train <= train_views < len(names):
-            raise ValueError(f"train_views must be in [{min_train}, {len(names) - 1}] for {len(names)} views, got {train_views}")
+            raise ValueError(
+                f"train_views must be in [{min_train}, {len(names) - 1}] for {len(names)} views, got {train_views}"
+            )
         train_idx, rule = _spread(train_views, len(names)), f"{train_views} views spread along the trajectory"
     elif meta.get("train_filenames"):
         wanted = {Path(p).as_posix() for p in meta["train_filenames"]}
-        train_idx, rule = [i for i, n in enumerate(names) if Path(n).as_posix() in wanted], "the dataset's train_filenames"
+        train_idx, rule = (
+            [i for i, n in enumerate(names) if Path(n).as_posix() in wanted],
+            "the dataset's train_filenames",
+        )
     else:
         raise ValueError("the dataset has no train_filenames: choose the split with train_every or train_views")
     eval_idx = [i for i in range(len(names)) if i not in set(train_idx)]
@@ -191,7 +198,9 @@ def _render_depths(config: Path, min_alpha: float):
     for i, filename in enumerate(dataset.image_filenames):
         outputs = pipeline.model.get_outputs_for_camera(cameras[i : i + 1])
         z = outputs["depth"][..., 0].float().cpu()
-        depth[Path(filename).name] = torch.where(outputs["accumulation"][..., 0].cpu() >= min_alpha, z, torch.zeros_like(z))
+        depth[Path(filename).name] = torch.where(
+            outputs["accumulation"][..., 0].cpu() >= min_alpha, z, torch.zeros_like(z)
+        )
         c2w[Path(filename).name] = cameras.camera_to_worlds[i].float().cpu()
         K[Path(filename).name] = cameras.get_intrinsics_matrices()[i].float().cpu()
     return depth, c2w, K

@@ -314,8 +314,10 @@ def compress_scene(
         finetune_steps = _steps_within(scene, result, options, finetune_seconds,
                                        finetune_quantize_from if search else 0.0)  # fmt: skip
     if finetune_steps:
-        params, importance, result = _finetuned(scene, result, options, finetune_steps, finetune_quantize_from,
-                                                score if search else None, budget_bytes, metadata, progress)  # fmt: skip
+        params, importance, result = _finetuned(
+            scene, result, options, finetune_steps, finetune_quantize_from, score if search else None, budget_bytes,
+            metadata, progress,
+        )  # fmt: skip
         count = None if num_gaussians is None else result.num_gaussians
         result = _with_scores(_encode(params, importance, budget_bytes, count, options, metadata, progress), result)
     strength, strengths = None, {}

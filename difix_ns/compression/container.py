@@ -9,12 +9,13 @@ Layout (little endian):
         header length (uint32) + UTF-8 JSON header + the sections, one after another
 
 The JSON header holds the counts, SH mode, the bits per attribute (format version 2; version 1 files, which have
-none, were written at `codec.DEFAULT_BITS` and still decode), the float32 ranges (exact as JSON numbers), each section's name, dtype
-and shape, and free metadata (the run's config.yml, its step). Sections are stored planar for the entropy coder:
+none, were written at `codec.DEFAULT_BITS` and still decode), the float32 ranges (exact as JSON numbers), each
+section's name, dtype and shape, and free metadata (the run's config.yml, its step). Sections are stored planar for
+the entropy coder:
 columns one after another, 16-bit values split into a high-byte and a low-byte plane, and the Morton-sorted means
 delta coded along the Gaussians (mod 2^16). Metadata values that are bytes (the deflated config.yml) follow the
-sections as raw blobs, named with their lengths in the header. Decoding checks everything before trusting it and raises ValueError
-naming the file.
+sections as raw blobs, named with their lengths in the header. Decoding checks everything before trusting it and
+raises ValueError naming the file.
 """
 
 from __future__ import annotations

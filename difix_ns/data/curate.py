@@ -3,9 +3,10 @@
 Only the dataset's *training* views are ever read (`train_filenames` of transforms.json, or nerfstudio's default
 90/10 split when the file has no explicit split): evaluation images never reach a fixer's training data. Each
 strategy is a list of *units*; a unit writes a derived dataset (symlinks to the training images it uses, a
-transforms.json whose `test_filenames` are the views to render), trains it with `ns-train <method>` (its fixer stages off; a
-subprocess through `difix_ns.runner`), renders the target views with `difix_ns.evaluation.evaluate_views` and stores
-one triplet per target view and checkpoint. Dataset reading and derived datasets are `difix_ns.data.scene_io`'s.
+transforms.json whose `test_filenames` are the views to render), trains it with `ns-train <method>` (its fixer stages
+off; a subprocess through `difix_ns.runner`), renders the target views with `difix_ns.evaluation.evaluate_views` and
+stores one triplet per target view and checkpoint. Dataset reading and derived datasets are
+`difix_ns.data.scene_io`'s.
 
 - `leave-out` (sparse reconstruction): the training views are split into `num_folds` interleaved folds; each fold
   is left out of training and rendered (degraded = render, clean = the real photo).
@@ -436,8 +437,10 @@ def _compression_pairs(config_path: Path, unit: _Unit, config: CurateConfig, out
 
     with Progress(transient=True) as progress:
         scene = read_scene(config_path, progress=progress)
-        records = write_restoration_pairs(scene, out, config.compression_ratios, config.compression_novel_views,
-                                          unit.name, config.seed, str(Path(config.data).resolve()), progress)  # fmt: skip
+        records = write_restoration_pairs(
+            scene, out, config.compression_ratios, config.compression_novel_views, unit.name, config.seed,
+            str(Path(config.data).resolve()), progress,
+        )  # fmt: skip
     for record in records:
         record["iterations"] = config.iterations
     return records

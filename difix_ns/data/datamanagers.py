@@ -65,7 +65,11 @@ def check_data_path(config: DataManagerConfig) -> None:
     hint = "Give --data a nerfstudio dataset folder (e.g. from ns-process-data, or `difix-ns synth --out DIR`)."
     if not data.exists():
         raise FileNotFoundError(f"data folder {data} does not exist. {hint}")
-    if isinstance(config.dataparser, NerfstudioDataParserConfig) and data.is_dir() and not (data / "transforms.json").is_file():
+    if (
+        isinstance(config.dataparser, NerfstudioDataParserConfig)
+        and data.is_dir()
+        and not (data / "transforms.json").is_file()
+    ):
         raise FileNotFoundError(f"data folder {data} has no transforms.json. {hint}")
 
 
@@ -89,7 +93,9 @@ def validate_data(config: DataManagerConfig, test_mode: str) -> Dict[str, Datapa
         raise
 
 
-def _reusing(parse: Callable[..., DataparserOutputs], outputs: Dict[str, DataparserOutputs]) -> Callable[..., DataparserOutputs]:
+def _reusing(
+    parse: Callable[..., DataparserOutputs], outputs: Dict[str, DataparserOutputs]
+) -> Callable[..., DataparserOutputs]:
     """`parse` (a parser's `get_dataparser_outputs`) that first hands out `outputs`, each split once."""
 
     def get_dataparser_outputs(split: str = "train", **kwargs) -> DataparserOutputs:
@@ -248,7 +254,9 @@ def _cat_ray_bundles(a: RayBundle, b: RayBundle) -> RayBundle:
         elif x is None and y is None:
             values[f.name] = None
         else:
-            raise ValueError(f"cannot concatenate ray bundles: field {f.name} is {type(x).__name__} and {type(y).__name__}")
+            raise ValueError(
+                f"cannot concatenate ray bundles: field {f.name} is {type(x).__name__} and {type(y).__name__}"
+            )
     return RayBundle(**values)
 
 
@@ -308,7 +316,9 @@ class DifixVanillaDataManager(ValidatedDatamanager, VanillaDataManager, Generic[
         device = ray_bundle.origins.device
         merged = {
             **real,
-            "image": torch.cat([real["image"].to(device), pseudo_batch["image"][:, : real["image"].shape[-1]].to(device)]),
+            "image": torch.cat(
+                [real["image"].to(device), pseudo_batch["image"][:, : real["image"].shape[-1]].to(device)]
+            ),
             "difix_pseudo": (torch.arange(total) >= num_real).to(device),
             "difix_mask": torch.cat([torch.ones(num_real, 1), pseudo_batch["difix_mask"].cpu()]).to(device),
         }

@@ -269,7 +269,9 @@ def write_derived_dataset(
         raise ValueError(f"frames not in the dataset's transforms.json: {unknown[:5]}")
     folder.mkdir(parents=True, exist_ok=True)
     # the source's frame order, which sets the camera indices nerfstudio gives the views
-    frames = {str(f["file_path"]): _link_frame(root, f, folder) for f in meta["frames"] if str(f["file_path"]) in wanted}
+    frames = {
+        str(f["file_path"]): _link_frame(root, f, folder) for f in meta["frames"] if str(f["file_path"]) in wanted
+    }
     names = list(frames)
     derived = {k: v for k, v in meta.items() if k not in ("frames", *_SPLIT_KEYS)}
     if "fl_x" not in derived and "camera_angle_x" in derived and "fl_x" not in frames[names[0]]:

@@ -56,7 +56,9 @@ class WarpedViews:
     @staticmethod
     def none(batch: int, count: int, height: int, width: int, like: Tensor) -> "WarpedViews":
         """`count` views that see nothing (all masks 0): what a fixer with warped inputs gets without depth."""
-        return WarpedViews(like.new_zeros(batch, count, 3, height, width), like.new_zeros(batch, count, 1, height, width))
+        return WarpedViews(
+            like.new_zeros(batch, count, 3, height, width), like.new_zeros(batch, count, 1, height, width)
+        )
 
     def with_count(self, count: int) -> "WarpedViews":
         """The first `count` views, padded with views that see nothing when there are fewer."""
@@ -84,7 +86,9 @@ def validate_warped(images: Tensor, warped: Optional[WarpedViews]) -> None:
     b, _, h, w = images.shape
     rgb, mask = warped.rgb, warped.mask
     if rgb.ndim != 5 or rgb.shape[0] != b or rgb.shape[2] != 3 or tuple(rgb.shape[3:]) != (h, w) or rgb.shape[1] < 1:
-        raise ValueError(f"warped.rgb must have shape [B,K,3,H,W] = [{b},K,3,{h},{w}] with K >= 1, got {tuple(rgb.shape)}")
+        raise ValueError(
+            f"warped.rgb must have shape [B,K,3,H,W] = [{b},K,3,{h},{w}] with K >= 1, got {tuple(rgb.shape)}"
+        )
     if tuple(mask.shape) != (*rgb.shape[:2], 1, h, w):
         raise ValueError(f"warped.mask must have shape {(*rgb.shape[:2], 1, h, w)}, got {tuple(mask.shape)}")
     _check_range(rgb, "warped.rgb")

@@ -141,7 +141,9 @@ def _load_vae(folder: Path, merge_lora: bool) -> Any:
     kwargs["lora_rank"] = rank
     with torch.device("meta"):
         vae = DifixAutoencoderKL(**kwargs)
-    _assign_weights(vae, state, folder, f"{folder / 'diffusion_pytorch_model.safetensors'} does not match the Difix VAE")
+    _assign_weights(
+        vae, state, folder, f"{folder / 'diffusion_pytorch_model.safetensors'} does not match the Difix VAE"
+    )
     if a_keys and merge_lora:
         merge_lora_adapter(vae, ADAPTER_NAME)
         vae.register_to_config(lora_rank=0)
@@ -204,7 +206,9 @@ def _prompt_embeddings(folder: Path, index: dict, prompt: Optional[str]) -> Tupl
         return prompt, load_file(str(embeds_file))["prompt_embeds"]
     if (folder / "text_encoder").is_dir():
         return prompt, encode_prompt(folder, prompt)
-    raise FileNotFoundError(f"{folder} stores the embedding of {stored_prompt!r} but no text_encoder/ to encode {prompt!r}")
+    raise FileNotFoundError(
+        f"{folder} stores the embedding of {stored_prompt!r} but no text_encoder/ to encode {prompt!r}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ API

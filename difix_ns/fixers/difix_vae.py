@@ -143,7 +143,8 @@ class DifixAutoencoderKL(AutoencoderKL):
             self._add_decoder_lora(lora_rank, lora_alpha)
 
     def _add_skip_convs(self, block_out_channels: tuple) -> None:
-        """The bias-free 1x1 convs that carry the encoder's skip activations into the decoder (`decoder.skip_conv_i`)."""
+        """The bias-free 1x1 convs that carry the encoder's skip activations into the decoder
+        (`decoder.skip_conv_i`)."""
         for i, (cin, cout) in enumerate(skip_conv_channels(block_out_channels), start=1):
             conv = nn.Conv2d(cin, cout, kernel_size=1, bias=False)
             nn.init.constant_(conv.weight, SKIP_INIT)
@@ -153,7 +154,9 @@ class DifixAutoencoderKL(AutoencoderKL):
         """The decoder LoRA as a peft adapter named `vae_skip` (tensor names as in the public checkpoints)."""
         from peft import LoraConfig, inject_adapter_in_model
 
-        lora = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=decoder_lora_targets(self))
+        lora = LoraConfig(
+            r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=decoder_lora_targets(self)
+        )
         inject_adapter_in_model(lora, self, adapter_name=ADAPTER_NAME)
 
     @property

@@ -158,7 +158,9 @@ class NAFNet(ModelMixin, ConfigMixin):
                 f"{None if warped is None else tuple(warped.shape)}"
             )
         if warped_mask.shape != (b, count, 1, h, w):
-            raise ValueError(f"warped_mask must be [B, K, 1, H, W] = {(b, count, 1, h, w)}, got {tuple(warped_mask.shape)}")
+            raise ValueError(
+                f"warped_mask must be [B, K, 1, H, W] = {(b, count, 1, h, w)}, got {tuple(warped_mask.shape)}"
+            )
         views = torch.cat([warped, warped_mask.to(warped.dtype)], dim=2).flatten(1, 2)
         return torch.cat([inp, views], dim=1)
 

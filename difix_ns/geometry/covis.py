@@ -55,9 +55,13 @@ def load_covisibility_mask(path: Path, size: Optional[Sequence[int]] = None) -> 
 
 def _check(preds: Tensor, target: Tensor, mask: Tensor) -> None:
     if preds.ndim != 4 or preds.shape != target.shape:
-        raise ValueError(f"preds and target must both be [B, C, H, W], got {tuple(preds.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"preds and target must both be [B, C, H, W], got {tuple(preds.shape)} and {tuple(target.shape)}"
+        )
     if mask.shape != (preds.shape[0], 1, *preds.shape[2:]):
-        raise ValueError(f"mask must be [B, 1, H, W] = {(preds.shape[0], 1, *preds.shape[2:])}, got {tuple(mask.shape)}")
+        raise ValueError(
+            f"mask must be [B, 1, H, W] = {(preds.shape[0], 1, *preds.shape[2:])}, got {tuple(mask.shape)}"
+        )
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:

@@ -48,7 +48,9 @@ class DifixNerfactoModel(DifixFixingMixin, OfflineMetricsMixin, NerfactoModel):
         if "difix_pseudo" not in batch:
             return loss_dict
         pred_rgb, gt_rgb = self.renderer_rgb.blend_background_for_loss_computation(
-            pred_image=outputs["rgb"], pred_accumulation=outputs["accumulation"], gt_image=batch["image"].to(self.device)
+            pred_image=outputs["rgb"],
+            pred_accumulation=outputs["accumulation"],
+            gt_image=batch["image"].to(self.device),
         )
         pseudo = batch["difix_pseudo"].to(self.device).reshape(-1)
         mask = batch["difix_mask"].to(self.device).reshape(-1).float()

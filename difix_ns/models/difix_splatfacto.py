@@ -167,7 +167,9 @@ class DifixSplatfactoModel(DifixFixingMixin, OfflineMetricsMixin, SplatfactoMode
             absgrad=self.strategy.absgrad,
         )
         if self.training:
-            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
+            self.strategy.step_pre_backward(
+                self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info
+            )
 
         background = self._get_background_color()
         rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)

@@ -140,7 +140,9 @@ class DifixFixingMixin:
             default_value=bool(self.config.postprocess),
             hint="Fix every render with the configured fixer (Difix3D+); the displayed RGB is the fixed one.",
         )
-        self.viewer_reference = ViewerDropdown("Fixer reference", default_value=reference, options=list(REFERENCE_MODES))
+        self.viewer_reference = ViewerDropdown(
+            "Fixer reference", default_value=reference, options=list(REFERENCE_MODES)
+        )
         self.viewer_fixer_latency = _ViewerReadout("Fixer latency (ms)", default_value=0.0)
 
     def get_fixer(self) -> Fixer:

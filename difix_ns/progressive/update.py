@@ -56,7 +56,9 @@ def _warped_views(
         return None
     c2w = cameras.camera_to_worlds[:, :3, :4].float().cpu()
     indices = training.nearest(c2w, count, config.translation_weight, config.rotation_weight)
-    return training.warped(indices, c2w, cameras.get_intrinsics_matrices().float().cpu(), torch.stack(depths))  # type: ignore[arg-type]
+    return training.warped(
+        indices, c2w, cameras.get_intrinsics_matrices().float().cpu(), torch.stack(depths)  # type: ignore[arg-type]
+    )
 
 
 def _render_and_fix(

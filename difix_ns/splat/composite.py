@@ -115,7 +115,8 @@ def composite_gaussians(
 
 
 def _untile(tiles: Float[Tensor, "T A K"], C: int, tiles_x: int, tiles_y: int) -> Float[Tensor, "C h w K"]:
-    """Per-tile pixel blocks [C * tiles_y * tiles_x, TILE * TILE, K] as images [C, tiles_y * TILE, tiles_x * TILE, K]."""
+    """Per-tile pixel blocks [C * tiles_y * tiles_x, TILE * TILE, K] as images
+    [C, tiles_y * TILE, tiles_x * TILE, K]."""
     K = tiles.shape[-1]
     blocks = tiles.reshape(C, tiles_y, tiles_x, _TILE, _TILE, K).permute(0, 1, 3, 2, 4, 5)
     return blocks.reshape(C, tiles_y * _TILE, tiles_x * _TILE, K)

@@ -123,7 +123,9 @@ class PairDataset(Dataset):
         r = self.records[index]
         images: Tuple[Tensor, ...] = (_load_rgb(r["degraded"]), _load_rgb(r["clean"]), _load_rgb(r["reference"]))
         if images[0].shape != images[1].shape:
-            raise ValueError(f"triplet {r.get('id')}: degraded {tuple(images[0].shape)} != clean {tuple(images[1].shape)}")
+            raise ValueError(
+                f"triplet {r.get('id')}: degraded {tuple(images[0].shape)} != clean {tuple(images[1].shape)}"
+            )
         if self.warped_references:
             images += _load_warped(r, self.warped_references, tuple(images[1].shape[-2:]))
         if self._cache is not None:

@@ -381,7 +381,9 @@ def _train_step(session: _Session, batch: Dict[str, Any], step: int) -> Tuple[An
         pred = session.model(degraded, refs, warped)
         loss, terms = session.loss_fn(pred, batch["clean"], step)
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"train-fixer: non-finite loss at step {step}: { {k: float(v) for k, v in terms.items()} }")
+        raise FloatingPointError(
+            f"train-fixer: non-finite loss at step {step}: { {k: float(v) for k, v in terms.items()} }"
+        )
     session.optimizer.zero_grad(set_to_none=True)
     accelerator.backward(loss)
     if session.config.grad_clip > 0:
@@ -484,7 +486,8 @@ def _validate(accelerator: Any, model: Any, val_set: Any, use_reference: bool, s
         metrics = validate_fixer(accelerator.unwrap_model(model), val_set, use_reference, accelerator.device)
         accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
         accelerator.print(
-            f"train-fixer: step {step} validation PSNR {metrics['psnr']:.2f} dB (degraded {metrics['psnr_degraded']:.2f}), "
+            f"train-fixer: step {step} validation PSNR {metrics['psnr']:.2f} dB "
+            f"(degraded {metrics['psnr_degraded']:.2f}), "
             f"SSIM {metrics['ssim']:.4f} (degraded {metrics['ssim_degraded']:.4f})"
         )
     accelerator.wait_for_everyone()

@@ -38,7 +38,9 @@ def test_results_follow_the_schema_and_cover_every_method_and_bin(benchmark_run)
 
 def test_synthetic_scenes_are_also_scored_on_covisible_pixels(benchmark_run):
     config, results = benchmark_run
-    assert len(list((config.out / "splits" / "synth0" / "covis").glob("*.png"))) == len(results["scenes"][0]["split"]["eval"])
+    assert len(list((config.out / "splits" / "synth0" / "covis").glob("*.png"))) == len(
+        results["scenes"][0]["split"]["eval"]
+    )
     for run in results["runs"]:
         assert {"mpsnr", "mssim"} <= set(run["metrics"]["all"]) and all("mpsnr" in v["metrics"] for v in run["views"])
     text = (config.out / "results.md").read_text()

@@ -170,11 +170,15 @@ def test_an_instant_ngp_folder_with_a_subfolder_and_camera_angle_x(tmp_path):
 
 
 def test_the_benchmark_derives_a_data_scene_into_its_output_folder(colmap_data, tmp_path):
-    config = BenchmarkConfig(data=colmap_data, train_every=4, downscale=2, out=tmp_path / "bench", methods=("splatfacto",))
+    config = BenchmarkConfig(
+        data=colmap_data, train_every=4, downscale=2, out=tmp_path / "bench", methods=("splatfacto",)
+    )
     [(scene, source, meta, split)] = _splits(config, [METHODS["splatfacto"]])
     assert scene == "capture" and source == tmp_path / "bench" / "scenes" / "capture"
     assert (len(split.train), len(split.eval)) == (2, 6) and meta["w"] == W // 2
-    again = BenchmarkConfig(data=colmap_data, train_every=4, downscale=1, out=tmp_path / "bench", methods=("splatfacto",))
+    again = BenchmarkConfig(
+        data=colmap_data, train_every=4, downscale=1, out=tmp_path / "bench", methods=("splatfacto",)
+    )
     with pytest.raises(ValueError, match="choose another --out"):  # its runs are at the other resolution
         _splits(again, [METHODS["splatfacto"]])
     with pytest.raises(ValueError, match="downscale must be an integer >= 1"):

@@ -94,7 +94,9 @@ def test_pairs_carry_warped_references_from_their_own_training_views_only(self_f
     eval_names = {Path(n).name for n in meta["val_filenames"] + meta["test_filenames"]}
     for r in records:
         assert len(r["warped"]) == len(r["warped_mask"]) == len(r["warped_views"]) == 2
-        unit_targets = {Path(x["view"]).name for x in records if x["unit"] == r["unit"] and x["strategy"] == "leave-out"}
+        unit_targets = {
+            Path(x["view"]).name for x in records if x["unit"] == r["unit"] and x["strategy"] == "leave-out"
+        }
         assert Path(r["view"]).name not in r["warped_views"] and not set(r["warped_views"]) & eval_names
         if r["strategy"] == "leave-out":
             assert not set(r["warped_views"]) & unit_targets, "a leave-out pair warps only its fold's training views"
@@ -199,7 +201,9 @@ def test_derived_dataset_of_absolute_paths_links_inside_and_leaves_the_source_al
     from difix_ns.data.scene_io import write_derived_dataset
 
     meta = json.loads((synth_scene / "transforms.json").read_text())
-    frames = {str(synth_scene / f["file_path"]): {**f, "file_path": str(synth_scene / f["file_path"])} for f in meta["frames"]}
+    frames = {
+        str(synth_scene / f["file_path"]): {**f, "file_path": str(synth_scene / f["file_path"])} for f in meta["frames"]
+    }
     names = sorted(n for n in frames if "/train_" in n)
     before = {n: Path(n).read_bytes() for n in names}
     source = {"fl_x": meta["fl_x"], "frames": list(frames.values())}

@@ -53,7 +53,9 @@ def test_save_load_roundtrip_keeps_the_field(tmp_path):
     loaded = NAFNetFixer.from_pretrained(tmp_path / "naf")
     blurred, warped, masks, _ = _task(1)
     assert loaded.net.config.warped_references == 2
-    torch.testing.assert_close(loaded.net(blurred, warped=warped, warped_mask=masks), fixer.net(blurred, warped=warped, warped_mask=masks))
+    torch.testing.assert_close(
+        loaded.net(blurred, warped=warped, warped_mask=masks), fixer.net(blurred, warped=warped, warped_mask=masks)
+    )
 
 
 def test_a_checkpoint_without_the_field_loads_as_before(tmp_path):

@@ -27,7 +27,8 @@ def test_full_mask_gives_the_full_image_metrics():
     for i in range(2):
         expected_psnr = peak_signal_noise_ratio(preds[i : i + 1], target[i : i + 1], data_range=1.0)
         expected_ssim = structural_similarity_index_measure(preds[i : i + 1], target[i : i + 1], data_range=1.0)
-        assert float(masked_psnr(preds, target, full)[i]) == pytest.approx(float(expected_psnr), rel=1e-6)  # torchmetrics: float32 log
+        # torchmetrics: float32 log
+        assert float(masked_psnr(preds, target, full)[i]) == pytest.approx(float(expected_psnr), rel=1e-6)
         assert float(masked_ssim(preds, target, full)[i]) == pytest.approx(float(expected_ssim), rel=1e-10)
 
 

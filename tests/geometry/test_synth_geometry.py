@@ -123,7 +123,10 @@ def test_masks_for_another_split(tiny: Path, tmp_path: Path):
     fewer = write_split_covisibility(tiny, train[:2], evals + train[2:3], tmp_path / "fewer")
     full = [np.asarray(Image.open(tiny / "covis" / p.name)) for p in fewer[: len(evals)]]
     part = [np.asarray(Image.open(p)) for p in fewer]
-    assert all(((b > 0) <= (a > 0)).all() for a, b in zip(full, part)) and sum(int((a > b).sum()) for a, b in zip(full, part)) > 0
+    assert (
+        all(((b > 0) <= (a > 0)).all() for a, b in zip(full, part))
+        and sum(int((a > b).sum()) for a, b in zip(full, part)) > 0
+    )
     assert 0.2 < (part[-1] > 0).mean() < 1.0
     with pytest.raises(ValueError, match="not in"):
         write_split_covisibility(tiny, ["images/nope.png"], evals, tmp_path / "bad")

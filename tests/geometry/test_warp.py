@@ -44,7 +44,10 @@ def _random_case(seed: int):
     refs = 3
     target_c2w = _pose(_rot(rng.normal(size=3), 0.1), rng.normal(size=3) * 0.1)
     ref_c2w = torch.stack(
-        [_pose(_rot(rng.normal(size=3), 0.15) @ target_c2w[:, :3].numpy(), rng.normal(size=3) * 0.4) for _ in range(refs)]
+        [
+            _pose(_rot(rng.normal(size=3), 0.15) @ target_c2w[:, :3].numpy(), rng.normal(size=3) * 0.4)
+            for _ in range(refs)
+        ]
     )
     ref_k = torch.stack([_k(13.0 + i, 12.0, ref_w / 2 + 0.3 * i, ref_h / 2) for i in range(refs)])
     return dict(

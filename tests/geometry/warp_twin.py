@@ -59,7 +59,10 @@ def warp_brute_force(
     ref_rgb, ref_depth, ref_c2w, ref_k, target_depth, target_c2w, target_k, rtol: float
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Warped colours [K, 3, H, W] and validity [K, 1, H, W] (numpy), pixel by pixel."""
-    args = [np.asarray(a, dtype=np.float64) for a in (ref_rgb, ref_depth, ref_c2w, ref_k, target_depth, target_c2w, target_k)]
+    args = [
+        np.asarray(a, dtype=np.float64)
+        for a in (ref_rgb, ref_depth, ref_c2w, ref_k, target_depth, target_c2w, target_k)
+    ]
     ref_rgb, ref_depth, ref_c2w, ref_k, target_depth, target_c2w, target_k = args
     count = ref_rgb.shape[0]
     height, width = target_depth.shape

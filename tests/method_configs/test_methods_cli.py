@@ -117,7 +117,9 @@ def test_ns_viewer_loads_checkpoint_and_serves(trained):
         pytest.skip("one viewer check suffices: ns-viewer shares eval_setup with ns-eval")
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "empty_torch_home")}
     command = [str(BIN / "ns-viewer"), f"--load-config={run / 'config.yml'}", f"--viewer.websocket-port={_free_port()}"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path
+    )
     output, deadline = "", time.monotonic() + 180
     try:
         with selectors.DefaultSelector() as selector:

@@ -23,7 +23,9 @@ def trained_splatfacto(synth_scene, tmp_path_factory):
     config.pipeline.progressive.fix_start = SPLAT_FIX_START
     config.pipeline.progressive.fix_every = SPLAT_FIX_EVERY
     # a small untrained NAFNet: cheap, and it visibly changes images (identity would hide a missing fix)
-    config.pipeline.model.fixer = FixerConfig(backend="nafnet", nafnet_width=8, nafnet_use_reference=True, random_init=True)
+    config.pipeline.model.fixer = FixerConfig(
+        backend="nafnet", nafnet_width=8, nafnet_use_reference=True, random_init=True
+    )
     config.set_timestamp()
     config.save_config()  # config.yml, as ns-train writes it, so that the ns-* CLIs can load the run
     trainer = config.setup(local_rank=0, world_size=1)

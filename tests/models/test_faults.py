@@ -76,7 +76,9 @@ def test_kill_9_after_the_first_update_then_load_dir_resumes_with_its_pseudo_vie
     assert before["last_update_step"] == 3 and before["pseudo"] is not None
 
     resumed = subprocess.run(
-        _train_command(synth_scene, tmp_path / "resumed", step + 3, f"--load-dir={models}", "--steps-per-save=1000", once),
+        _train_command(
+            synth_scene, tmp_path / "resumed", step + 3, f"--load-dir={models}", "--steps-per-save=1000", once
+        ),
         capture_output=True, text=True, env=_env(tmp_path), timeout=900,
     )  # fmt: skip
     log = resumed.stdout + resumed.stderr

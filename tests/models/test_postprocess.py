@@ -21,7 +21,9 @@ def model_with_nafnet(trained_splatfacto):
     """The trained model with a small untrained NAFNet as fixer (it visibly changes images), restored after."""
     model = trained_splatfacto["trainer"].pipeline.model
     previous = model.fixing.fixer
-    model.set_fixer(FixerConfig(backend="nafnet", nafnet_width=8, nafnet_use_reference=True, random_init=True, device="cpu").setup())
+    model.set_fixer(
+        FixerConfig(backend="nafnet", nafnet_width=8, nafnet_use_reference=True, random_init=True, device="cpu").setup()
+    )
     model.viewer_postprocess.value = True
     model.eval()
     yield model

@@ -96,7 +96,9 @@ def test_replace_by_default_and_accumulate_as_an_option():
     assert len(state.pseudo) == 2 and state.pseudo.steps.tolist() == [20, 20]
     state = ProgressiveState()
     for step in (10, 20):
-        state = progressive_update(state, ProgressiveConfig(accumulate=True), step, targets, training, rec.render, rec.fix)
+        state = progressive_update(
+            state, ProgressiveConfig(accumulate=True), step, targets, training, rec.render, rec.fix
+        )
     assert len(state.pseudo) == 4 and state.pseudo.steps.tolist() == [10, 10, 20, 20]
 
 
@@ -155,7 +157,9 @@ def test_warped_references_reach_the_fixer_when_depth_is_known():
     progressive_update(ProgressiveState(), ProgressiveConfig(), 0, targets, training, render, fix, warped_count=2)
     assert seen[-1] is None  # no depth source yet
     training.set_depth_source(lambda i: torch.full((16, 16), 2.0))
-    state = progressive_update(ProgressiveState(), ProgressiveConfig(), 0, targets, training, render, fix, warped_count=2)
+    state = progressive_update(
+        ProgressiveState(), ProgressiveConfig(), 0, targets, training, render, fix, warped_count=2
+    )
     warped = seen[-1]
     assert warped.rgb.shape == (2, 2, 3, 16, 16) and warped.mask.shape == (2, 2, 1, 16, 16)
     c2w = state.pseudo.cameras.camera_to_worlds

@@ -117,6 +117,8 @@ def test_nafnet_with_warped_references_trains_and_saves_them(warped_manifest, tm
 
 def test_warped_references_need_the_nafnet_back_end(warped_manifest, tmp_path):
     with pytest.raises(ValueError, match="warped_references=2 needs backend=nafnet"):
-        TrainFixerConfig(manifests=(warped_manifest,), backend="difix", init_checkpoint="x", warped_references=2).validate()
+        TrainFixerConfig(
+            manifests=(warped_manifest,), backend="difix", init_checkpoint="x", warped_references=2
+        ).validate()
     with pytest.raises(ValueError, match="warped_references must be >= 0"):
         TrainFixerConfig(warped_references=-1).validate()

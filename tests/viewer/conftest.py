@@ -81,7 +81,9 @@ class RenderLog:
         def get_outputs_for_camera(camera, obb_box=None):
             outputs = inner(camera, obb_box=obb_box)
             with self._lock:
-                self.renders.append((time.monotonic(), int(camera.height), int(camera.width), model.postprocess_enabled))
+                self.renders.append(
+                    (time.monotonic(), int(camera.height), int(camera.width), model.postprocess_enabled)
+                )
             return outputs
 
         model.get_outputs_for_camera = get_outputs_for_camera

@@ -26,7 +26,10 @@ WAIT_S = 90.0  # the most any single step may take (CPU renders on 2 shared core
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium not found: the browser test needs the Debian package chromium (make system-deps installs it)"),
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="chromium not found: the browser test needs the Debian package chromium (make system-deps installs it)",
+    ),
 ]
 
 
@@ -89,7 +92,9 @@ def test_post_processing_toggle_in_a_real_browser(served, tmp_path):
                 page, lambda: _full_res_render(served, toggled, postprocess=True),
                 "a full-resolution render with post-processing on",
             )
-            shown = _wait(page, lambda: _shown_resolution(page) == (width, height), f"the browser to show {width}x{height}px")
+            shown = _wait(
+                page, lambda: _shown_resolution(page) == (width, height), f"the browser to show {width}x{height}px"
+            )
             page.mouse.move(10, 400)  # away from the checkbox: its tooltip would hide the latency read-out
             page.wait_for_timeout(1000)
             fixed = _canvas(page, tmp_path / "2_postprocess_on_canvas.png")

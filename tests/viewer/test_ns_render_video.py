@@ -15,7 +15,10 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not found: ns-render videos need the Debian package ffmpeg (make system-deps installs it)")
+@pytest.mark.skipif(
+    shutil.which("ffmpeg") is None,
+    reason="ffmpeg not found: ns-render videos need the Debian package ffmpeg (make system-deps installs it)",
+)
 def test_ns_render_interpolate_writes_an_mp4(tiny_run, tmp_path):
     video = tmp_path / "interpolated.mp4"
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "empty_torch_home"), "HF_HUB_OFFLINE": "1"}
