@@ -49,10 +49,18 @@ class SelfSuperResConfig:
     strength: Optional[float] = None
     """Residual strength s of each stage, x + s (network(x) - x), in [0, 1]; None: chosen after training among
     0, 0.25, ..., 1 on the LR views themselves (downscaled by the factor, upscaled in stages, against the LR views)."""
+    render_weight: float = 0.5
+    """With a render (`condition_on_render`): the target is w x (the render's path: the render at the last stage's
+    input size, then that stage) + (1 - w) x (the LR view's path: all stages), before the colour fix. 1: the render's
+    path alone; 0: per-frame SR. Measured on the training views' HR photos (`benchmarks/superres_targets.py`): the
+    render's path wins where the 3DGS holds more detail than per-frame SR (synth0) and loses where its high
+    frequencies are worse than bicubic's (fruit); 0.5 stays near the better of the two on both."""
 
     def validate(self) -> None:
         if self.strength is not None and not 0.0 <= self.strength <= 1.0:
             raise ValueError(f"superres.self_sr.strength must be in [0, 1] or None, got {self.strength!r}")
+        if not 0.0 <= self.render_weight <= 1.0:
+            raise ValueError(f"superres.self_sr.render_weight must be in [0, 1], got {self.render_weight!r}")
         if isinstance(self.scale_step, bool) or not isinstance(self.scale_step, int) or self.scale_step < 2:
             raise ValueError(f"superres.self_sr.scale_step must be an integer >= 2, got {self.scale_step!r}")
         for name in ("steps", "width", "batch_size", "crop_size"):

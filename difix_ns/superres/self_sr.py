@@ -11,7 +11,10 @@ factor, upscaled in stages, scored against the LR views) and saved beside the ne
 
 With the current HR render of a view (3DSR's conditioning), the render, downscaled to the last stage's input size,
 replaces the earlier stages: the last stage then sharpens a 3D-consistent image with exactly the degradation it
-learnt (a bicubic round trip), rather than the render's own blur. No pretrained weights.
+learnt (a bicubic round trip), rather than the render's own blur. The target mixes that render path with the
+per-frame one (`render_weight`), much as 3DSR's posterior step mixes the encoded render with the sampler's own
+latent: a deterministic network gains from the render only where the 3DGS holds more detail than it can add.
+No pretrained weights.
 
 Training goes through `difix_ns.training.train_fixer` (pairs written as a curate-style manifest; AdamW, random
 crops, time budget, resume); the network is `difix_ns.fixers.nafnet.NAFNet`, zero-initialised at its last conv so
@@ -171,7 +174,10 @@ class SelfBackend(SuperResBackend):
         if self.fixer is None:
             raise RuntimeError("the self SR back-end is not trained yet: call prepare() (or load()) first")
         sizes = stage_sizes(tuple(lr.shape[-2:]), tuple(size), self.scale_step)
-        if render is None:
-            return self._run_stages(lr.float(), sizes, self.strength)
+        weight = 0.0 if render is None else self.config.render_weight
+        per_frame = self._run_stages(lr.float(), sizes, self.strength) if weight < 1.0 else None
+        if weight == 0.0:
+            return per_frame
         start = downsample(render.float(), sizes[-2] if len(sizes) > 1 else tuple(lr.shape[-2:]))
-        return self._run_stages(start, sizes[-1:], self.strength)
+        rendered = self._run_stages(start, sizes[-1:], self.strength)
+        return rendered if per_frame is None else weight * rendered + (1.0 - weight) * per_frame

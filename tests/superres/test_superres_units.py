@@ -123,8 +123,8 @@ def test_self_backend_trains_on_the_lr_views_and_upscales(tmp_path):
 def test_self_backend_upscales_in_x2_stages_and_conditions_the_last_on_the_render(tmp_path):
     torch.manual_seed(0)
     views = [torch.rand(3, 16, 16) for _ in range(3)]
-    backend = make_backend(SuperResConfig(backend="self", self_sr=SelfSuperResConfig(steps=2, crop_size=16,
-                                                                                     strength=1.0)))  # fmt: skip
+    settings = SelfSuperResConfig(steps=2, crop_size=16, strength=1.0, render_weight=1.0)
+    backend = make_backend(SuperResConfig(backend="self", self_sr=settings))
     backend.prepare(views, 4, tmp_path)
     pairs = [json.loads(line) for line in (tmp_path / "pairs" / "manifest.jsonl").read_text().splitlines()]
     degraded = np.asarray(Image.open(tmp_path / "pairs" / pairs[0]["degraded"]), np.float32) / 255.0
@@ -138,6 +138,13 @@ def test_self_backend_upscales_in_x2_stages_and_conditions_the_last_on_the_rende
     # with one: the render at the last stage's input size replaces the first stage
     conditioned = net(upsample(downsample(render, (16, 16)), (32, 32)))
     torch.testing.assert_close(backend.upscale(lr, render, (32, 32)), conditioned)
+    # render_weight mixes the render's path with the per-frame one (0: per-frame, the render unused)
+    settings.render_weight = 0.25
+    torch.testing.assert_close(backend.upscale(lr, render, (32, 32)), 0.25 * conditioned + 0.75 * staged)
+    settings.render_weight = 0.0
+    torch.testing.assert_close(backend.upscale(lr, render, (32, 32)), staged)
+    with pytest.raises(ValueError, match="render_weight must be in"):
+        SelfSuperResConfig(render_weight=1.5).validate()
     # strength 0 is bicubic upsampling in stages
     backend.strength = 0.0
     torch.testing.assert_close(backend.upscale(lr, None, (32, 32)), upsample(upsample(lr, (16, 16)), (32, 32)))
