@@ -7,7 +7,8 @@ manager) with the same total number of 3DGS steps:
   (ii)  bicubic:   splatfacto on the bicubic-upsampled LR views (one LR step, then bicubic targets, no LR term);
   (iii) per-frame: splatfacto on per-frame SR of the LR views by the back-end (no render conditioning, no LR term,
                    one round);
-  (iv)  sr3d:      sr3d-splatfacto: LR stage, then K rounds of SR conditioned on the render + the LR term;
+  (iv)  sr3d:      sr3d-splatfacto: LR stage, then K rounds of SR (the back-end's use of the render as
+                   configured) + the LR term;
   (o)   HR oracle: recipe (i) at factor 1, i.e. trained on the HR views themselves: what perfect SR targets give at
                    this schedule (when it barely beats (ii), no SR back-end can gain much over (ii) there).
 The `self` back-end (the default) is trained once per run that uses it, for a fixed number of steps.

@@ -49,12 +49,14 @@ class SelfSuperResConfig:
     strength: Optional[float] = None
     """Residual strength s of each stage, x + s (network(x) - x), in [0, 1]; None: chosen after training among
     0, 0.25, ..., 1 on the LR views themselves (downscaled by the factor, upscaled in stages, against the LR views)."""
-    render_weight: float = 0.5
+    render_weight: float = 0.0
     """With a render (`condition_on_render`): the target is w x (the render's path: the render at the last stage's
-    input size, then that stage) + (1 - w) x (the LR view's path: all stages), before the colour fix. 1: the render's
-    path alone; 0: per-frame SR. Measured on the training views' HR photos (`benchmarks/superres_targets.py`): the
-    render's path wins where the 3DGS holds more detail than per-frame SR (synth0) and loses where its high
-    frequencies are worse than bicubic's (fruit); 0.5 stays near the better of the two on both."""
+    input size, then that stage) + (1 - w) x (the LR view's path: all stages), before the colour fix. 0 (default):
+    per-frame SR, the render unused; 1: the render's path alone (3DSR's alternation). Measured with
+    `benchmarks/superres.py` (`benchmarks/results/superres_*render*`): w = 1 gains on synth0 (19.98 dB against 19.49
+    at 0) but loses on both real captures (fruit 22.56 against 23.63, beer 24.40 against 24.62), w = 0.5 as much
+    (fruit 22.57, beer 24.48), though at 0.5 the targets score near per-frame ones on the training views
+    (`superres_targets_*`): fed the 3DGS's own renders, the targets likely keep its errors on unseen views."""
 
     def validate(self) -> None:
         if self.strength is not None and not 0.0 <= self.strength <= 1.0:

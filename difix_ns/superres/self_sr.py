@@ -13,8 +13,8 @@ With the current HR render of a view (3DSR's conditioning), the render, downscal
 replaces the earlier stages: the last stage then sharpens a 3D-consistent image with exactly the degradation it
 learnt (a bicubic round trip), rather than the render's own blur. The target mixes that render path with the
 per-frame one (`render_weight`), much as 3DSR's posterior step mixes the encoded render with the sampler's own
-latent: a deterministic network gains from the render only where the 3DGS holds more detail than it can add.
-No pretrained weights.
+latent. The default weight is 0, per-frame SR: measured, the render's path gains on a synthetic scene and loses on
+both real captures (see `SelfSuperResConfig.render_weight`). No pretrained weights.
 
 Training goes through `difix_ns.training.train_fixer` (pairs written as a curate-style manifest; AdamW, random
 crops, time budget, resume); the network is `difix_ns.fixers.nafnet.NAFNet`, zero-initialised at its last conv so

@@ -28,6 +28,7 @@ SCHEDULE = [  # LR stage: steps 0-5; round 1: steps 6-9; round 2: steps 10-13
     "--pipeline.superres.iterations-per-round=4",
     "--pipeline.superres.self-sr.steps=5",
     "--pipeline.superres.self-sr.crop-size=16",
+    "--pipeline.superres.self-sr.render-weight=1.0",  # 3DSR's alternation: each round's targets from its renders
 ]
 
 
