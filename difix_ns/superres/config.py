@@ -164,7 +164,8 @@ class SuperResConfig:
     """SR back-end: self (NAFNet trained on the scene's own LR views, ZSSR-style), bicubic (reference baseline),
     difix (the Difix fixer refining the render) or sd-x4 (Stable Diffusion x4 upscaler with 3DSR latents)."""
     condition_on_render: bool = True
-    """Give the back-end the current HR render of each view (3DSR); off: per-frame SR of the LR views only."""
+    """Give the back-end the current HR render of each view (3DSR); off: per-frame SR of the LR views only. The
+    `self` back-end weighs the render by `self_sr.render_weight` (default 0: per-frame either way)."""
     color_fix: bool = True
     """Replace the low frequencies of each SR target by those of the bicubic-upsampled LR view (colour fix)."""
     densify_fraction: float = 0.5
