@@ -79,8 +79,9 @@ def scene_dataset(name: str, args, work: Path) -> Path:
     if name.startswith("synth"):
         from difix_ns.data.synth import SynthConfig, make_synthetic_scene
 
-        make_synthetic_scene(SynthConfig(out=source, seed=int(name[5:]), resolution=args.resolution,
-                                         num_train_views=args.synth_views, num_eval_views=2, overwrite=True))  # fmt: skip
+        settings = SynthConfig(out=source, seed=int(name[5:]), resolution=args.resolution,
+                               num_train_views=args.synth_views, num_eval_views=2, overwrite=True)  # fmt: skip
+        make_synthetic_scene(settings)
         meta = read_transforms(source)
         names = list(meta["train_filenames"])
     else:
@@ -168,16 +169,25 @@ def finished_run(data: Path, runs: Path, name: str, options: List[str]) -> Tuple
             print(f"  reusing the finished run {done['config']}", flush=True)
             return Path(done["config"]), done["wall_seconds"]
     run = run_ns_train("sr3d-splatfacto", data, runs, name, options, echo=False)
-    marker.write_text(json.dumps({"config": str(run.config_path), "wall_seconds": run.wall_seconds, "options": options}))
+    marker.write_text(
+        json.dumps({"config": str(run.config_path), "wall_seconds": run.wall_seconds, "options": options})
+    )
     return run.config_path, run.wall_seconds
 
 
 def run_scene(scene: str, args, work: Path) -> Dict[str, dict]:
     data = scene_dataset(scene, args, work)
-    common = [*budget_args(args.iterations), *splatfacto_schedule_args(args.iterations), *shlex.split(args.ns_train_args)]
+    common = [
+        *budget_args(args.iterations),
+        *splatfacto_schedule_args(args.iterations),
+        *shlex.split(args.ns_train_args),
+    ]
     backend = [f"--pipeline.superres.backend={args.backend}"]
     if args.backend == "self":  # a step budget: the same network whatever else the machine runs
-        backend += ["--pipeline.superres.self-sr.max-seconds=None", f"--pipeline.superres.self-sr.steps={args.self_steps}"]
+        backend += [
+            "--pipeline.superres.self-sr.max-seconds=None",
+            f"--pipeline.superres.self-sr.steps={args.self_steps}",
+        ]
     results, first_views = {}, {}
     for name, options in recipes(args.iterations, args.lr_iterations, args.rounds, backend).items():
         if name not in args.recipes:
@@ -193,8 +203,11 @@ def run_scene(scene: str, args, work: Path) -> Dict[str, dict]:
             "ns_train_options": options,
         }  # fmt: skip
         first_views[name] = views[0]
-        print(f"  PSNR {results[name]['psnr']:.2f} dB, SSIM {results[name]['ssim']:.4f}, "
-              f"target consistency {consistency.get('psnr', float('nan')):.2f} dB, {wall_seconds:.0f} s", flush=True)  # fmt: skip
+        print(
+            f"  PSNR {results[name]['psnr']:.2f} dB, SSIM {results[name]['ssim']:.4f}, "
+            f"target consistency {consistency.get('psnr', float('nan')):.2f} dB, {wall_seconds:.0f} s",
+            flush=True,
+        )
     crops_figure(scene, first_views, args.factor, args.out)
     return results
 
@@ -212,17 +225,22 @@ def write_report(results: Dict[str, Dict[str, dict]], args) -> None:
     ]  # fmt: skip
     for scene, rows in results.items():
         lines += [f"## {scene}", "", f"![crops](crops_{scene}.png)", "",
-                  "| recipe | PSNR (dB) | SSIM | target consistency (dB) | wall (s) |", "|---|---|---|---|---|"]  # fmt: skip
+                  "| recipe | PSNR (dB) | SSIM | target consistency (dB) | wall (s) |",
+                  "|---|---|---|---|---|"]  # fmt: skip
         for name, r in rows.items():
             c = r["target_consistency_psnr"]
             lines.append(f"| {name} | {r['psnr']:.2f} | {r['ssim']:.4f} | {'-' if c is None else f'{c:.2f}'} | "
                          f"{r['wall_seconds']:.0f} |")  # fmt: skip
         if all(k in rows for k in ("iv_sr3d", "ii_bicubic", "iii_per_frame")):
             gains = {k: rows["iv_sr3d"]["psnr"] - rows[k]["psnr"] for k in ("ii_bicubic", "iii_per_frame")}
-            lines += ["", f"sr3d over (ii): {gains['ii_bicubic']:+.2f} dB, over (iii): {gains['iii_per_frame']:+.2f} dB."]
+            lines += [
+                "",
+                f"sr3d over (ii): {gains['ii_bicubic']:+.2f} dB, over (iii): {gains['iii_per_frame']:+.2f} dB.",
+            ]
         if ORACLE in rows and "ii_bicubic" in rows:
-            lines.append(f"HR oracle over (ii): {rows[ORACLE]['psnr'] - rows['ii_bicubic']['psnr']:+.2f} dB (training on "
-                         "the HR views themselves: what perfect SR targets give at this schedule).")
+            oracle_gain = rows[ORACLE]["psnr"] - rows["ii_bicubic"]["psnr"]
+            lines.append(f"HR oracle over (ii): {oracle_gain:+.2f} dB (training on "
+                         "the HR views themselves: what perfect SR targets give at this schedule).")  # fmt: skip
         lines.append("")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
 

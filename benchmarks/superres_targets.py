@@ -74,7 +74,9 @@ def score_rounds(run: Path, images: Path, factor: int) -> Dict[str, Dict[str, fl
             hr, lr = photos[s], lrs[s]
             rendered = _load(folder / "renders" / f"{s}.png")
             if rendered.shape != hr.shape:
-                raise ValueError(f"{folder / 'renders' / s}.png is {tuple(rendered.shape)}, its photo {tuple(hr.shape)}")
+                raise ValueError(
+                    f"{folder / 'renders' / s}.png is {tuple(rendered.shape)}, its photo {tuple(hr.shape)}"
+                )
             render_path = color_fix(backend.upscale(lr, rendered, tuple(hr.shape[-2:])), lr)
             targets = {
                 **fixed[s],
@@ -91,7 +93,8 @@ def score_rounds(run: Path, images: Path, factor: int) -> Dict[str, Dict[str, fl
 def write_report(results: Dict[str, Dict[str, float]], args: argparse.Namespace, command: str) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"command": command, "run": str(args.run), "rounds": results}, indent=2))
+    record = {"command": command, "run": str(args.run), "rounds": results}
+    (out / "results.json").write_text(json.dumps(record, indent=2))
     lines = [
         "# `self` back-end SR targets against the HR training photos (benchmarks/superres_targets.py)",
         "",

@@ -197,7 +197,8 @@ class SuperResConfig:
             return True
         if step >= self.total_iterations:
             return False
-        return (step - self.lr_iterations) % self.iterations_per_round < self.densify_fraction * self.iterations_per_round
+        in_round = (step - self.lr_iterations) % self.iterations_per_round
+        return in_round < self.densify_fraction * self.iterations_per_round
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""

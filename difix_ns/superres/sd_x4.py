@@ -21,7 +21,8 @@ the LR view itself; for other factors the condition is the LR view resampled so 
 
 State on disk: after each view's round, {round, timestep, latent, x0} go to
 `<folder>/latents/round-RR/view-IIII.pt` (the pipeline's `sr3d/backend`); `resume(r)` reloads round r's files,
-and every draw uses a generator seeded by (seed, view, round), so a resumed run continues bit-identically (on the same device and kernels).
+and every draw uses a generator seeded by (seed, view, round), so a resumed run continues bit-identically (on the
+same device and kernels).
 """
 
 from __future__ import annotations
