@@ -151,9 +151,9 @@ class SuperResConfig:
     """Number of SR rounds K after the LR stage (each: new SR targets, then `iterations_per_round` steps at HR)."""
     iterations_per_round: int = 2000
     """3DGS training steps at HR per round, warm-started from the previous round's Gaussians. Measured on the
-    super-resolution benchmark's synth0 (`benchmarks/results/superres_*schedule*`): 3000 + 4 x 2000 steps reach
-    19.98 dB (20.06 in another run of the same recipe), 3DSR's 3000 + 4 x 5000 steps 19.93 dB, 3000 + 4 x 1000
-    steps 19.88 dB."""
+    super-resolution benchmark's synth0 (`benchmarks/results/superres_*schedule*`, `self` back-end at render weight
+    1): 3000 + 4 x 2000 steps reach 19.98 dB (20.06 in another run of the same recipe), 3DSR's 3000 + 4 x 5000 steps
+    19.93 dB, 3000 + 4 x 1000 steps 19.88 dB."""
     lr_iterations: int = 3000
     """Steps of the LR stage (splatfacto on the LR views at LR cameras) before the first round."""
     lambda_lr: float = 1.0
