@@ -92,6 +92,9 @@ class SelfBackend(SuperResBackend):
         self.folder: Optional[Path] = None
         self.scale_step: Optional[int] = config.scale_step
         self.strength: float = 1.0
+        # per-frame outputs by (view index, LR size, HR size, strength): a view's LR image is fixed for the run, so
+        # every round would remake the same output; emptied when a network is loaded
+        self._per_frame: Dict[tuple, Tensor] = {}
 
     def load(self, folder: Path) -> None:
         """Use the network saved in `folder` (a `NAFNetFixer.save_pretrained` folder) and its `self_sr.json`."""
@@ -104,6 +107,7 @@ class SelfBackend(SuperResBackend):
         self.scale_step = settings.get("scale_step")  # a folder from before the stages: one x-factor step
         chosen = settings.get("strength", 1.0)
         self.strength = float(chosen if self.config.strength is None else self.config.strength)
+        self._per_frame.clear()
 
     def _run_stages(self, x: Tensor, sizes: List[Tuple[int, int]], strength: float) -> Tensor:
         for size in sizes:
@@ -164,6 +168,20 @@ class SelfBackend(SuperResBackend):
         settings = {"scale_step": c.scale_step, "strength": self.strength, "scores": scores}
         (Path(trained) / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
 
+    def _per_frame_path(
+        self, lr: Float[Tensor, "B 3 h w"], sizes: List[Tuple[int, int]], indices: Optional[Sequence[int]]
+    ) -> Float[Tensor, "B 3 H W"]:
+        """The LR views through all stages; cached by training-view index when `indices` name the views."""
+        if indices is None:
+            return self._run_stages(lr.float(), sizes, self.strength)
+        keys = [(int(i), tuple(lr.shape[-2:]), sizes[-1], self.strength) for i in indices]
+        missing = [b for b, key in enumerate(keys) if key not in self._per_frame]
+        if missing:
+            made = self._run_stages(lr[missing].float(), sizes, self.strength)
+            for b, image in zip(missing, made):
+                self._per_frame[keys[b]] = image.cpu()
+        return torch.stack([self._per_frame[key] for key in keys]).to(lr.device)
+
     def upscale(
         self,
         lr: Float[Tensor, "B 3 h w"],
@@ -175,7 +193,7 @@ class SelfBackend(SuperResBackend):
             raise RuntimeError("the self SR back-end is not trained yet: call prepare() (or load()) first")
         sizes = stage_sizes(tuple(lr.shape[-2:]), tuple(size), self.scale_step)
         weight = 0.0 if render is None else self.config.render_weight
-        per_frame = self._run_stages(lr.float(), sizes, self.strength) if weight < 1.0 else None
+        per_frame = self._per_frame_path(lr, sizes, indices) if weight < 1.0 else None
         if weight == 0.0:
             return per_frame
         start = downsample(render.float(), sizes[-2] if len(sizes) > 1 else tuple(lr.shape[-2:]))

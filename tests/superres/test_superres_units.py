@@ -150,6 +150,41 @@ def test_self_backend_upscales_in_x2_stages_and_conditions_the_last_on_the_rende
     torch.testing.assert_close(backend.upscale(lr, None, (32, 32)), upsample(upsample(lr, (16, 16)), (32, 32)))
 
 
+def test_self_backend_caches_the_per_frame_path_by_view_index(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    views = [torch.rand(3, 16, 16) for _ in range(3)]
+    settings = SelfSuperResConfig(steps=2, crop_size=16, strength=1.0, render_weight=0.0)
+    backend = make_backend(SuperResConfig(backend="self", self_sr=settings))
+    backend.prepare(views, 2, tmp_path)
+    calls = []
+    fix = backend.fixer.fix
+    monkeypatch.setattr(backend.fixer, "fix", lambda x, ref: calls.append(x.shape[0]) or fix(x, ref))
+    lr, render = torch.stack(views[:2]), torch.rand(2, 3, 32, 32)
+    first = backend.upscale(lr, render, (32, 32), indices=[0, 1])
+    assert calls == [2]
+    torch.testing.assert_close(first, backend.upscale(lr, None, (32, 32)))
+    # the next round's call with the same views runs no network; a new view in the batch runs alone
+    calls.clear()
+    torch.testing.assert_close(backend.upscale(lr, render, (32, 32), indices=[0, 1]), first)
+    assert calls == []
+    mixed = backend.upscale(torch.stack([views[2], views[0]]), None, (32, 32), indices=[2, 0])
+    assert calls == [1]
+    torch.testing.assert_close(mixed[1], first[0])
+    torch.testing.assert_close(mixed[0], backend.upscale(views[2][None], None, (32, 32))[0])
+    # the render's path is never cached: render weight 1 runs the network on every call
+    settings.render_weight = 1.0
+    calls.clear()
+    backend.upscale(lr, render, (32, 32), indices=[0, 1])
+    backend.upscale(lr, render, (32, 32), indices=[0, 1])
+    assert calls == [2, 2]
+    # another strength or a loaded network does not reuse outputs made before
+    settings.render_weight = 0.0
+    backend.strength = 0.0
+    torch.testing.assert_close(backend.upscale(lr, None, (32, 32), indices=[0, 1]), upsample(lr, (32, 32)))
+    backend.load(backend.folder)
+    assert backend._per_frame == {}
+
+
 def test_stage_sizes_are_geometric_steps_of_at_most_the_scale_step():
     assert stage_sizes((8, 10), (32, 40), 2) == [(16, 20), (32, 40)]
     assert stage_sizes((8, 10), (32, 40), 4) == [(32, 40)]
