@@ -84,6 +84,16 @@ def _row(results: dict, folder: Path) -> Dict[str, object]:
     return row
 
 
+def _gain_headers() -> List[str]:
+    """Report column names of `_COLUMNS`."""
+    return [f"{p[0].replace('difix-splatfacto', 'difix')}: Δ{k} {g}" for p, k, g in _COLUMNS]
+
+
+def _gain_cells(row: Dict[str, object]) -> List[str]:
+    """Report cells of a `_row`'s gains (dB to 2 places, SSIM to 4)."""
+    return [f"{v:+.4f}" if "ssim" in k else f"{v:+.2f}" for k, v in row["gains"].items()]
+
+
 def _figure(rows: Dict[str, Dict[str, object]], path: Path) -> None:
     import matplotlib
 
@@ -124,8 +134,7 @@ def main() -> None:
         rows[name] = _row(_run(args.seeds, args.iters, variant, folder, baseline), folder)
 
     header = ["variant (fold iters:NAFNet s)", "fixer s", "fixer / training", "difix total / splatfacto",
-              "fixer val. gain (dB)", "fixers used"] + [f"{p[0].replace('difix-splatfacto', 'difix')}: Δ{k} {g}"
-                                                        for p, k, g in _COLUMNS]
+              "fixer val. gain (dB)", "fixers used"] + _gain_headers()
     lines = [
         "# The self fixer's budget: cost against gain",
         "",
@@ -143,7 +152,7 @@ def main() -> None:
         cells = [name, f"{row['fixer_seconds']:.0f}", f"{row['fixer_over_training']:.2f}",
                  f"{row['difix_total_over_splatfacto']:.2f}", f"{row['validation_gain']:+.2f}",
                  f"{row['fixers_used']}/{len(args.seeds)}"]
-        cells += [f"{v:+.4f}" if "ssim" in k else f"{v:+.2f}" for k, v in row["gains"].items()]
+        cells += _gain_cells(row)
         lines.append("| " + " | ".join(cells) + " |")
     report = "\n".join(lines) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ method's baseline, then the tables), grid_<scene>.png and gains.png.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -66,6 +67,9 @@ class BenchmarkConfig:
     """NAFNet training time of the `self` fixer, per scene."""
     self_fixer_iters: Optional[int] = None
     """Iterations of each of the `self` fixer's 2 leave-out reconstructions (default: half of --iters)."""
+    fixer_method_args: str = ""
+    """Extra ns-train options for the methods with a fixer (difix-*), one string, after the benchmark's own (e.g.
+    "--pipeline.progressive.fix-every 125"); the baselines are not changed."""
 
     def main(self) -> None:
         run_benchmark(self)
@@ -89,6 +93,10 @@ def _check(config: BenchmarkConfig) -> None:
         raise ValueError(
             f"self_fixer_iters must be >= 2 (leave-out reconstruction steps), got {config.self_fixer_iters}"
         )
+    try:
+        shlex.split(config.fixer_method_args)
+    except ValueError as error:
+        raise ValueError(f"fixer_method_args {config.fixer_method_args!r} cannot be split: {error}") from None
 
 
 def _scenes(config: BenchmarkConfig) -> List[Tuple[str, Path]]:
@@ -167,7 +175,7 @@ def _train_and_evaluate(
 
     args = budget_args(recipe, config.iters, cpu=not torch.cuda.is_available()) + list(recipe.args)
     if recipe.uses_fixer:
-        args += fixer_args(config.fixer, fixer_model)
+        args += fixer_args(config.fixer, fixer_model) + shlex.split(config.fixer_method_args)
     trained = run_ns_train(recipe.method, split_folder, run_dir.parent, run_dir.name, args)
     views = []
     for view in evaluate_views(trained.config_path, description=f"Evaluating {run_dir.parent.name}/{run_dir.name}"):
@@ -352,6 +360,8 @@ def _write_reports(config: BenchmarkConfig, results: dict, recipes, fid: Dict[st
         "(the scene's `self` fixer, trained once on the training views and shared by its difix runs). "
         f"Written by `difix-ns benchmark` from the runs under {out / 'runs'}.\n\n"
     )
+    if config.fixer_method_args:
+        header += f"Extra ns-train options of the methods with a fixer: `{config.fixer_method_args}`.\n\n"
     notes = [f"{s['name']}: {s['covisibility']['note']}" for s in results["scenes"] if "covisibility" in s]
     if any(s.get("covisibility", {}).get("estimated") for s in results["scenes"]):
         header += "Masked metrics (mpsnr, mssim): " + "; ".join(notes) + ".\n\n"

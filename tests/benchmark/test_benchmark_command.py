@@ -19,6 +19,7 @@ def benchmark_run(tmp_path_factory):
         seeds=(0,), resolution=32, iters=6, out=out,
         methods=("splatfacto", "difix-splatfacto", "difix-splatfacto+post"),
         fixer="identity",  # the self fixer is exercised by tests/test_demo.py and tests/models
+        fixer_method_args="--pipeline.progressive.alpha-threshold 0.25",
     )
     return config, run_benchmark(config)
 
@@ -53,6 +54,23 @@ def test_post_processing_scores_the_fixed_renders_of_the_same_run(benchmark_run)
     assert progressive["wall_seconds"] == post["wall_seconds"], "one training serves both"
     run = json.loads((config.out / "runs" / "synth0" / "difix-splatfacto" / "result.json").read_text())
     assert post["views"][0]["metrics"]["psnr"] == run["views"][0]["metrics"]["psnr_fixed"]
+
+
+def test_fixer_method_args_reach_the_fixer_methods_only(benchmark_run, tmp_path):
+    import yaml
+
+    config, results = benchmark_run
+    thresholds = {}
+    for key in ("splatfacto", "difix-splatfacto"):
+        run = json.loads((config.out / "runs" / "synth0" / key / "result.json").read_text())
+        trained = yaml.load(open(run["config"]).read(), Loader=yaml.Loader)
+        thresholds[key] = trained.pipeline.progressive.alpha_threshold
+    assert thresholds == {"splatfacto": 0.5, "difix-splatfacto": 0.25}
+    assert results["config"]["fixer_method_args"] == config.fixer_method_args
+    text = (config.out / "results.md").read_text()
+    assert "methods with a fixer: `--pipeline.progressive.alpha-threshold 0.25`" in text
+    with pytest.raises(ValueError, match="fixer_method_args .* cannot be split"):
+        run_benchmark(BenchmarkConfig(fixer_method_args="--x 'unclosed", out=tmp_path))
 
 
 def test_no_evaluation_view_is_a_training_view(benchmark_run):
@@ -171,3 +189,4 @@ def test_the_checked_in_default_benchmark_follows_the_schema_and_covers_the_defa
     }, "benchmarks/results/sparse_synthetic must be the output of the default command"
     for key in ("data", "seeds", "resolution", "iters", "fixer", "fixer_model", "train_every", "train_views"):
         assert results["config"][key] == (list(default[key]) if key == "seeds" else default[key]), key
+    assert results["config"].get("fixer_method_args", "") == default["fixer_method_args"]

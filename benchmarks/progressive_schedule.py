@@ -1,0 +1,129 @@
+"""What the progressive update's schedule buys: `difix-ns benchmark` with several sets of ns-train options for
+difix-splatfacto, side by side on the same baseline and the same self fixer (not a test).
+
+Each variant `NAME=OPTIONS` is one benchmark (`--fixer-method-args OPTIONS`) of splatfacto, difix-splatfacto and
+difix-splatfacto+post into `--work/NAME`. The splatfacto runs and the scenes' self fixers of `--baseline` (a finished
+default benchmark) are linked in, so only difix-splatfacto trains again and every variant is scored against the same
+baseline with the same fixer. A variant with no options is the baseline folder itself. Prints and writes, per
+variant, the gains of difix-splatfacto over splatfacto and of +post over difix-splatfacto (means over the scenes).
+
+    .venv/bin/python benchmarks/progressive_schedule.py --variants default= \\
+        "step3=--pipeline.progressive.step-size 3.0"
+
+Writes report.md, results.json and gains.png into --out; the benchmark folders under --work resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from self_fixer_budget import (  # noqa: E402  (one reading and one table of a benchmark's gains)
+    _COLUMNS,
+    _METHODS,
+    _gain_cells,
+    _gain_headers,
+    _row,
+)
+
+
+def _variant(text: str) -> Tuple[str, str]:
+    name, sep, options = text.partition("=")
+    if not sep or not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"a variant is NAME=OPTIONS (OPTIONS may be empty), got {text!r}")
+    return name, options
+
+
+def _run(seeds: List[int], iters: int, options: str, folder: Path, baseline: Path) -> dict:
+    from difix_ns.benchmark.command import BenchmarkConfig, run_benchmark
+
+    if folder == baseline:  # the default options: the finished benchmark as it is, not rewritten
+        return json.loads((baseline / "results.json").read_text())
+    for seed in seeds:  # a finished run or fixer is only read: link it
+        for shared in ("splatfacto", "self_fixer"):
+            source, target = baseline / "runs" / f"synth{seed}" / shared, folder / "runs" / f"synth{seed}" / shared
+            if not source.is_dir():
+                raise ValueError(f"{source} is missing: --baseline must be a finished default benchmark")
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(source.resolve(), target_is_directory=True)
+    config = BenchmarkConfig(seeds=tuple(seeds), iters=iters, methods=_METHODS, out=folder, fixer_method_args=options)
+    run_benchmark(config)
+    return json.loads((folder / "results.json").read_text())
+
+
+def _figure(rows: Dict[str, Dict[str, object]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    shown = [c for c in _COLUMNS if "ssim" not in c[1]]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(rows)
+    for i, (name, row) in enumerate(rows.items()):
+        values = [row["gains"][f"{p[0]} over {p[1]}: {k} {g}"] for p, k, g in shown]
+        ax.bar(np.arange(len(shown)) + i * width, values, width, label=name)
+    labels = [f"{p[0].replace('difix-splatfacto', 'difix')}\nΔ{k} {g}" for p, k, g in shown]
+    ax.set_xticks(np.arange(len(shown)) + 0.4 - width / 2, labels, fontsize=7)
+    ax.axhline(0.0, color="black", linewidth=0.5)
+    ax.set_ylabel("gain (dB), mean over scenes")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--iters", type=int, default=1000, help="iterations of every method (benchmark --iters)")
+    parser.add_argument("--variants", type=_variant, nargs="+", required=True)
+    parser.add_argument("--baseline", type=Path, default=Path("benchmarks/results/sparse_synthetic"))
+    parser.add_argument("--work", type=Path, default=Path("outputs/progressive_schedule"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/progressive_schedule"))
+    args = parser.parse_args()
+
+    rows = {}
+    for name, options in args.variants:
+        folder = args.baseline if not options else args.work / name
+        row = _row(_run(args.seeds, args.iters, options, folder, args.baseline), folder)
+        rows[name] = {"options": options, **row}
+
+    header = ["variant", "difix-splatfacto options", "difix train s"] + _gain_headers()
+    variants = " ".join(f'"{name}={row["options"]}"' for name, row in rows.items())
+    lines = [
+        "# The progressive update's schedule",
+        "",
+        f"`benchmarks/progressive_schedule.py --seeds {' '.join(map(str, args.seeds))} --iters {args.iters} "
+        f"--baseline {args.baseline} --variants {variants}`: one `difix-ns benchmark --fixer-method-args OPTIONS` "
+        "per variant (splatfacto, difix-splatfacto, +post), the baseline's splatfacto runs and self fixers shared by "
+        "all; means over the scenes. Gains in dB (SSIM unitless); `difix` = difix-splatfacto over splatfacto, "
+        "`difix+post` = +post over difix-splatfacto. Issue 16's goals: difix Δmpsnr far >= +1.0, Δpsnr all >= +0.3, "
+        "Δmssim far >= 0; difix+post >= 0 in every bin, Δmpsnr far >= +0.5.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for name, row in rows.items():
+        cells = [name, f"`{row['options']}`" if row["options"] else "(default)", f"{row['difix_train_seconds']:.0f}"]
+        cells += _gain_cells(row)
+        lines.append("| " + " | ".join(cells) + " |")
+    report = "\n".join(lines) + "\n"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.md").write_text(report)
+    summary = {"seeds": args.seeds, "iters": args.iters, "baseline": str(args.baseline), "variants": rows}
+    (args.out / "results.json").write_text(json.dumps(summary, indent=1))
+    _figure(rows, args.out / "gains.png")
+    print(report)
+    print(f"written: {args.out / 'report.md'}, results.json, gains.png")
+
+
+if __name__ == "__main__":
+    main()
