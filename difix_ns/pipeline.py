@@ -16,6 +16,7 @@ Glue only (the math is in `difix_ns.progressive`):
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Type
@@ -40,6 +41,9 @@ PSEUDO_VIEWS_FOLDER = "difix_pseudo"
 """Folder of the run where each update writes its pseudo views (`step-NNNNNNNNN/`)."""
 SELF_FIXER_FOLDER = "difix_self_fixer"
 """Folder of the run where the `self` fixer is made (curated pairs, NAFNet training)."""
+SELF_FIXER_DECISION = "difix_self_fixer.json"
+"""In the run folder: which self fixer the run uses, whether it kept it, and its validation PSNRs (the benchmark
+reports a rejected one)."""
 
 
 @dataclass
@@ -69,6 +73,7 @@ class DifixPipeline(VanillaPipeline):
         if eval_dataset is not None and hasattr(self.model, "attach_eval_images"):  # co-visibility-masked metrics
             self.model.attach_eval_images(self.datamanager.dataparser.config.data, eval_dataset.image_filenames)
         self._output_dir: Optional[Path] = None
+        self._last_train_step: Optional[int] = None  # set from the trainer with the training callbacks
         self.self_fixer_path: Optional[Path] = None
         self.self_fixer_used = True
 
@@ -137,8 +142,15 @@ class DifixPipeline(VanillaPipeline):
 
     def _use_self_fixer(self, folder: Path, use: bool = True) -> None:
         """Make the self fixer in `folder` the model's fixer, or (`use` False: it did not beat doing nothing on its
-        validation pairs) the identity."""
+        validation pairs) the identity; the choice is written to the run folder (`SELF_FIXER_DECISION`)."""
+        from difix_ns.training.self_fixer import self_fixer_validation
+
         self.self_fixer_path, self.self_fixer_used = Path(folder), use
+        if self._output_dir is not None:
+            fixed, unfixed = self_fixer_validation(folder) or (None, None)
+            record = {"fixer": str(folder), "used": use, "validation_psnr": fixed, "validation_psnr_unfixed": unfixed}
+            self._output_dir.mkdir(parents=True, exist_ok=True)
+            (self._output_dir / SELF_FIXER_DECISION).write_text(json.dumps(record, indent=1))
         if use:
             config = dataclasses.replace(self.model.config.fixer, backend="self", checkpoint=str(folder))
         else:
@@ -191,6 +203,7 @@ class DifixPipeline(VanillaPipeline):
             self._render,
             lambda images, refs, warped: fixer.fix(images, refs if fixer.supports_refs else None, warped),
             fixer.warped_references,
+            self._last_train_step,
         )
         self.datamanager.set_pseudo_views(self.progressive_state.pseudo)
         self._save_pseudo_views(step)
@@ -223,6 +236,9 @@ class DifixPipeline(VanillaPipeline):
         self, training_callback_attributes: TrainingCallbackAttributes
     ) -> List[TrainingCallback]:
         callbacks = super().get_training_callbacks(training_callback_attributes)
+        trainer = training_callback_attributes.trainer
+        if trainer is not None:  # the run's last step: progressive.reach_targets sizes the camera steps by it
+            self._last_train_step = trainer._start_step + trainer.config.max_num_iterations - 1
         if self.config.progressive.enabled:
             # last in the list: after the model's own AFTER_TRAIN_ITERATION callbacks (densification)
             callbacks.append(

@@ -336,10 +336,36 @@ def _run_scene(
                 "peak_memory_mb": run["peak_memory_mb"],
                 "metrics": metrics,
                 "views": views,
+                **_self_fixer_record(run),
             }
         )
     _grid(config, scene, split, runs_dir, recipes)
     return {"name": scene, "split": split.to_dict(), "covisibility": covis}, runs
+
+
+def _self_fixer_record(run: dict) -> dict:
+    """{"self_fixer": the run's record of its self fixer (`SELF_FIXER_DECISION`)}, or {} for a run without one."""
+    from difix_ns.pipeline import SELF_FIXER_DECISION
+
+    record = Path(run["config"]).parent / SELF_FIXER_DECISION
+    return {"self_fixer": json.loads(record.read_text())} if record.is_file() else {}
+
+
+def _rejected_fixer_notes(results: dict) -> List[str]:
+    """One line per scene whose difix runs did without their self fixer (it lost to doing nothing)."""
+    notes = {}
+    for run in results["runs"]:
+        record = run.get("self_fixer")
+        if record is None or record["used"] or run["scene"] in notes:
+            continue
+        scores = ""
+        if record.get("validation_psnr") is not None:
+            scores = f" (PSNR {record['validation_psnr']:.2f} dB fixed vs {record['validation_psnr_unfixed']:.2f} dB)"
+        notes[run["scene"]] = (
+            f"{run['scene']}: the self fixer did not beat doing nothing on its validation pairs{scores}, so the "
+            "difix runs used the identity fixer and made no pseudo views: they train as their base method."
+        )
+    return list(notes.values())
 
 
 def _write_reports(config: BenchmarkConfig, results: dict, recipes, fid: Dict[str, object]) -> None:
@@ -365,6 +391,8 @@ def _write_reports(config: BenchmarkConfig, results: dict, recipes, fid: Dict[st
     notes = [f"{s['name']}: {s['covisibility']['note']}" for s in results["scenes"] if "covisibility" in s]
     if any(s.get("covisibility", {}).get("estimated") for s in results["scenes"]):
         header += "Masked metrics (mpsnr, mssim): " + "; ".join(notes) + ".\n\n"
+    for note in _rejected_fixer_notes(results):
+        header += note + "\n\n"
     pairs = [(r.name, r.baseline) for r in recipes if r.baseline in config.methods]
     gains_md = ""
     if pairs:

@@ -66,6 +66,17 @@ RESULTS_SCHEMA = {
                     "seconds_per_iteration": {"type": ["number", "null"]},
                     "peak_memory_mb": {"type": "number", "description": "peak RSS of the ns-train process tree"},
                     "metrics": _BINNED,
+                    "self_fixer": {
+                        "type": "object",
+                        "description": "the run's `self` fixer and whether it kept it (beat doing nothing on its "
+                        "validation pairs); a rejected one means the run trained with the identity and no pseudo views",
+                        "required": ["used"],
+                        "properties": {
+                            "used": {"type": "boolean"},
+                            "validation_psnr": {"type": ["number", "null"]},
+                            "validation_psnr_unfixed": {"type": ["number", "null"]},
+                        },
+                    },
                     "views": {
                         "type": "array",
                         "items": {

@@ -33,6 +33,10 @@ class ProgressiveConfig:
     """Most novel cameras per update (evenly subsampled from the targets); 0 = all."""
     step_size: Optional[float] = None
     """Largest pose change per update, in pose-distance units; None = the median spacing of the training cameras."""
+    reach_targets: bool = False
+    """Let each camera's step grow to its remaining distance over the updates left in the run (at least
+    `step_size`), so every camera is at its target by the last update. With a fixed step, targets more than
+    (updates - 1) steps from the nearest training view are never rendered."""
     translation_weight: float = 1.0
     """Weight of the translation distance (normalised scene units) in the pose distance."""
     rotation_weight: float = 1.0
@@ -65,6 +69,14 @@ class ProgressiveConfig:
             )
         if not 0.0 <= self.alpha_threshold <= 1.0:
             raise ValueError(f"alpha_threshold must be in [0, 1], got {self.alpha_threshold}")
+
+    def updates_left(self, step: int, last_step: int) -> int:
+        """Update steps in [step, last_step] (`step` itself counts when it is one)."""
+        if not self.enabled or last_step < max(step, self.fix_start):
+            return 0
+        first = max(step, self.fix_start)
+        first += (-(first - self.fix_start)) % self.fix_every  # round up onto the update grid
+        return 0 if first > last_step else (last_step - first) // self.fix_every + 1
 
     def is_update_step(self, step: int) -> bool:
         """Whether the update runs after training step `step`."""

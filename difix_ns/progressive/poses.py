@@ -7,7 +7,7 @@ normalisation). Pose distance = `translation_weight` * translation distance + `r
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Tuple, Union
 
 import torch
 from jaxtyping import Float, Int
@@ -17,6 +17,7 @@ __all__ = [
     "camera_spacing",
     "interpolate_poses",
     "nearest_views",
+    "path_lengths",
     "pose_distance_parts",
     "pose_distances",
     "rotation_angles",
@@ -120,31 +121,47 @@ def interpolate_poses(
     return torch.cat([rotation, translation[:, :, None]], dim=-1)
 
 
+def path_lengths(
+    current: Float[Tensor, "M 3 4"],
+    targets: Float[Tensor, "M 3 4"],
+    translation_weight: float = 1.0,
+    rotation_weight: float = 1.0,
+) -> Float[Tensor, "M"]:
+    """Pose distance from each current pose to its own target (the diagonal of `pose_distances`)."""
+    cur, tgt = current[:, :3, :4].float().cpu(), targets[:, :3, :4].float().cpu()
+    translation = (tgt[:, :, 3] - cur[:, :, 3]).norm(dim=-1)
+    return translation_weight * translation + rotation_weight * rotation_angles(cur[:, :, :3], tgt[:, :, :3])
+
+
 @torch.no_grad()
 def step_poses(
     current: Float[Tensor, "M 3 4"],
     targets: Float[Tensor, "M 3 4"],
-    step_size: float,
+    step_size: Union[float, Float[Tensor, "M"]],
     translation_weight: float = 1.0,
     rotation_weight: float = 1.0,
     snap_fraction: float = 0.25,
 ) -> Tuple[Float[Tensor, "M 3 4"], Dict[str, Tensor]]:
-    """Move every current pose toward its target by at most `step_size` (in pose-distance units).
+    """Move every current pose toward its target by at most `step_size` (in pose-distance units; one for all
+    poses, or one per pose).
 
     Translation and rotation (SLERP) move by the same fraction f = min(1, step_size / distance), so the distance
     to the target shrinks by exactly `step_size` per call; a pose whose remaining distance would be below
     `snap_fraction * step_size` snaps to its target. Returns the new poses and `meta` with the `distance` [M]
     before the step, the `remaining` distance [M] after it, and `reached` [M] (bool).
     """
-    if step_size <= 0:
-        raise ValueError(f"step_size must be > 0, got {step_size}")
     if current.shape != targets.shape:
         raise ValueError(f"current {tuple(current.shape)} and targets {tuple(targets.shape)} must have the same shape")
     _check_poses(current, "current")
+    step_size = torch.as_tensor(step_size, dtype=torch.float32).cpu()
+    if step_size.ndim > 1 or (step_size.ndim == 1 and step_size.shape[0] != current.shape[0]):
+        raise ValueError(
+            f"step_size must be a number or one per pose [{current.shape[0]}], got {tuple(step_size.shape)}"
+        )
+    if not bool((step_size > 0).all()):
+        raise ValueError(f"step_size must be > 0, got {step_size.min().item()}")
     cur, tgt = current[:, :3, :4].float().cpu(), targets[:, :3, :4].float().cpu()
-    translation = (tgt[:, :, 3] - cur[:, :, 3]).norm(dim=-1)
-    angle = rotation_angles(cur[:, :, :3], tgt[:, :, :3])
-    distance = translation_weight * translation + rotation_weight * angle
+    distance = path_lengths(cur, tgt, translation_weight, rotation_weight)
     fraction = (step_size / distance.clamp_min(1e-12)).clamp(max=1.0)
     fraction = torch.where(distance - step_size <= snap_fraction * step_size, torch.ones_like(fraction), fraction)
     new = interpolate_poses(cur, tgt, fraction)

@@ -7,7 +7,7 @@ directly: rendering and fixing come in as callables, so it can be tested with st
 from __future__ import annotations
 
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 from jaxtyping import Float
@@ -16,7 +16,7 @@ from torch import Tensor
 
 from difix_ns.fixers.base import WarpedViews
 from difix_ns.progressive.config import ProgressiveConfig
-from difix_ns.progressive.poses import camera_spacing, step_poses
+from difix_ns.progressive.poses import camera_spacing, path_lengths, step_poses
 from difix_ns.progressive.references import TrainingViews
 from difix_ns.progressive.state import ProgressiveState, PseudoViews
 from difix_ns.progressive.targets import with_poses
@@ -41,6 +41,23 @@ def default_step_size(config: ProgressiveConfig, training: TrainingViews) -> flo
     if len(training) < 2:
         return 1.0
     return camera_spacing(training.poses, config.translation_weight, config.rotation_weight)
+
+
+def _step_sizes(
+    config: ProgressiveConfig,
+    training: TrainingViews,
+    current: Tensor,
+    targets: Tensor,
+    step: int,
+    last_step: Optional[int],
+) -> Union[float, Tensor]:
+    """The fixed step, or (`reach_targets`) per camera the larger of it and remaining distance / updates left."""
+    base = default_step_size(config, training)
+    if not config.reach_targets or last_step is None:
+        return base
+    updates = max(config.updates_left(step, last_step), 1)
+    remaining = path_lengths(current, targets, config.translation_weight, config.rotation_weight)
+    return (remaining / updates).clamp_min(base)
 
 
 def _to_uint8(image: Tensor) -> Tensor:
@@ -119,14 +136,16 @@ def progressive_update(
     render: RenderFn,
     fix: FixFn,
     warped_count: int = 0,
+    last_step: Optional[int] = None,
 ) -> ProgressiveState:
     """Move the novel cameras one step toward `targets`, render and fix them; returns the next state.
 
     The first update starts every camera at the training pose nearest its target. References are the
     `num_references` training views nearest each camera's new pose; their indices are also the camera indices the
     pseudo views carry in training. With `warped_count` K > 0 (the fixer's `warped_references`) the fixer also
-    gets the K nearest training views warped into each camera by its rendered depth. The new views replace the
-    previous set, or join it with `accumulate`.
+    gets the K nearest training views warped into each camera by its rendered depth. With `config.reach_targets`
+    and the run's `last_step`, a camera's step is its remaining distance over the updates left (at least the
+    fixed step). The new views replace the previous set, or join it with `accumulate`.
     """
     start_time = time.perf_counter()
     target_poses = targets.camera_to_worlds[:, :3, :4].float().cpu()
@@ -134,7 +153,7 @@ def progressive_update(
     poses, meta = step_poses(
         current,
         target_poses,
-        default_step_size(config, training),
+        _step_sizes(config, training, current, target_poses, step, last_step),
         config.translation_weight,
         config.rotation_weight,
         config.snap_fraction,

@@ -112,6 +112,28 @@ def test_gains_leave_out_scenes_missing_a_run_or_bin():
     assert "| ours | base | +1.50 |" in gains_table(results, [("ours", "base")])
 
 
+def test_a_rejected_self_fixer_is_named_in_the_report(benchmark_run):
+    """A scene whose self fixer lost to doing nothing gets one line saying its difix runs trained as the base
+    method (identical numbers would otherwise read as a fixer that does nothing); the record follows the schema."""
+    from difix_ns.benchmark.command import _rejected_fixer_notes
+
+    _, results = benchmark_run
+    results = json.loads(json.dumps(results))
+    assert _rejected_fixer_notes(results) == [], "the identity fixer is not a self fixer"
+    rejected = {"fixer": "f", "used": False, "validation_psnr": 24.26, "validation_psnr_unfixed": 26.66}
+    for run in results["runs"][1:]:
+        run["self_fixer"] = rejected
+    validate_results(results)
+    (note,) = _rejected_fixer_notes(results)
+    assert note.startswith("synth0: the self fixer did not beat doing nothing") and "24.26 dB fixed vs 26.66" in note
+    for run in results["runs"][1:]:
+        run["self_fixer"] = dict(rejected, used=True)
+    assert _rejected_fixer_notes(results) == []
+    results["runs"][1]["self_fixer"] = {"used": "no"}
+    with pytest.raises(jsonschema.ValidationError):
+        validate_results(results)
+
+
 def test_a_rerun_keeps_finished_runs(benchmark_run, capsys):
     config, results = benchmark_run
     marker = config.out / "runs" / "synth0" / "splatfacto" / "result.json"

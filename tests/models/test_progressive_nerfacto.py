@@ -1,4 +1,5 @@
-"""difix-nerfacto: pseudo views join the ray batches (30%), with in-range camera indices and weighted loss."""
+"""difix-nerfacto: pseudo views join the ray batches (30%), with in-range camera indices and weighted loss;
+the novel cameras reach their targets by the run's last update (`progressive.reach_targets`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ def trained_nerfacto(synth_scene, tmp_path_factory):
     config = tiny_trainer_config("difix-nerfacto", synth_scene, out, 6)
     progressive = config.pipeline.progressive
     progressive.fix_start, progressive.fix_every, progressive.max_views = 2, 3, 2
+    progressive.reach_targets = True
     config.set_timestamp()
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
@@ -28,6 +30,14 @@ def test_updates_at_the_scheduled_steps(trained_nerfacto):
     views = pipeline.datamanager.pseudo_views
     assert len(views) == 2 and tuple(views.images[0].shape) == (48, 48, 3)
     assert (trained_nerfacto["run"] / "difix_pseudo" / "step-000000005" / "cameras.json").is_file()
+
+
+def test_reach_targets_knows_the_runs_last_step_and_arrives_by_it(trained_nerfacto):
+    pipeline = trained_nerfacto["trainer"].pipeline
+    assert pipeline._last_train_step == 5  # 6 iterations from step 0, read from the trainer
+    first, last = pipeline.progressive_state.history
+    assert last["mean_remaining"] == pytest.approx(0.0, abs=1e-4) and last["reached"] == 1.0
+    assert first["mean_remaining"] > 0.0, "halfway at the first of two updates, unless every target was near"
 
 
 def test_ray_batches_mix_real_and_pseudo_rays_with_training_camera_indices(trained_nerfacto):

@@ -1,6 +1,6 @@
 """A `self` fixer given as a checkpoint (the benchmark makes one per scene and shares it) passes the same check
 against doing nothing as one the run trains itself: without a gain on its validation pairs the run fixes nothing
-and adds no pseudo views."""
+and adds no pseudo views. The run folder records the choice."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from difix_ns.fixers.base import IdentityFixer
 from difix_ns.fixers.config import FixerConfig
 from difix_ns.fixers.nafnet import NAFNet, NAFNetFixer
+from difix_ns.pipeline import SELF_FIXER_DECISION
 
 from difix_training_helpers import tiny_trainer_config
 
@@ -34,6 +35,10 @@ def test_a_given_self_fixer_is_used_only_when_it_beats_doing_nothing(synth_scene
     fixer = pipeline.model.get_fixer()
     assert pipeline.self_fixer_used is kept
     assert isinstance(fixer, NAFNetFixer if kept else IdentityFixer)
+    record = json.loads((pipeline._output_dir / SELF_FIXER_DECISION).read_text())  # what the benchmark reports
+    assert record == {
+        "fixer": str(checkpoint), "used": kept, "validation_psnr": psnr, "validation_psnr_unfixed": 18.0
+    }  # fmt: skip
     state = pipeline.get_extra_state()  # ns-eval restores the same choice from the checkpoint
     assert state["self_fixer_used"] is kept and state["self_fixer_path"] == str(checkpoint)
     x = torch.rand(1, 3, 8, 8)

@@ -65,9 +65,21 @@ def test_step_poses_moves_monotonically_and_reaches_targets():
     assert distances[1][1].item() == 0.0, "a pose within a step of its target snaps to it at once"
 
 
+def test_step_poses_takes_one_step_size_per_pose():
+    current = torch.stack([_pose(0.0, 0.0), _pose(0.0, 0.0)])
+    targets = torch.stack([_pose(0.0, 4.0), _pose(0.0, 4.0)])
+    moved, meta = step_poses(current, targets, torch.tensor([0.5, 2.0]))
+    torch.testing.assert_close(pose_distances(current, moved).diagonal(), torch.tensor([0.5, 2.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(meta["remaining"], torch.tensor([3.5, 2.0]), atol=1e-5, rtol=0)
+    same, _ = step_poses(current, targets, 0.5)
+    torch.testing.assert_close(same[0], moved[0])
+
+
 def test_step_poses_validates_its_input():
     with pytest.raises(ValueError, match="step_size must be > 0"):
         step_poses(_pose(0, 0)[None], _pose(0, 1)[None], 0.0)
+    with pytest.raises(ValueError, match="one per pose"):
+        step_poses(_pose(0, 0)[None], _pose(0, 1)[None], torch.ones(2))
     with pytest.raises(ValueError, match="same shape"):
         step_poses(_pose(0, 0)[None], torch.stack([_pose(0, 1)] * 2), 1.0)
 

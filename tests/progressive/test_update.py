@@ -135,6 +135,46 @@ def test_schedule_steps():
         ProgressiveConfig(targets="path").validate()
 
 
+def test_updates_left_counts_the_update_steps_to_the_last_step():
+    config = ProgressiveConfig(fix_start=250, fix_every=250)
+    for step in (0, 249, 250, 251, 500, 750, 999, 1000):
+        brute = sum(config.is_update_step(s) for s in range(step, 1000))
+        assert config.updates_left(step, 999) == brute, step
+    assert ProgressiveConfig(enabled=False).updates_left(0, 10_000) == 0
+
+
+def test_reach_targets_brings_every_camera_to_its_target_by_the_last_update():
+    """Fixed step: a target far from every training view is never reached in the run's updates; with
+    `reach_targets` each camera takes remaining distance / updates left (never less than the fixed step), so it
+    arrives at the last update, having moved by equal steps."""
+    training = _training()
+    targets = _cameras(_orbit([150, 70]), size=8)  # 90 and 10 degrees beyond the last training view
+    steps = [250, 500, 750]
+    for reach in (False, True):
+        config = ProgressiveConfig(fix_start=250, fix_every=250, step_size=0.2, reach_targets=reach)
+        state, moved = ProgressiveState(), []
+        for step in steps:
+            before = state.poses
+            state = progressive_update(
+                state, config, step, targets, training, _Recorder().render, _Recorder().fix, last_step=999
+            )
+            if before is not None:
+                moved.append(pose_distances(before, state.poses).diagonal())
+        remaining = pose_distances(state.poses, targets.camera_to_worlds).diagonal()
+        if not reach:
+            assert remaining[0].item() > 1.0, "the fixed step leaves the far camera short of its target"
+            continue
+        torch.testing.assert_close(remaining, torch.zeros(2), atol=1e-3, rtol=0)
+        start = pose_distances(training.poses[3:4], targets.camera_to_worlds[:1]).item()
+        assert moved[0][0].item() == pytest.approx(start / 3, rel=1e-3)  # equal thirds of the way
+        # the near camera (about 0.52 away: a third is under the fixed step) keeps the fixed step
+        assert moved[0][1].item() == pytest.approx(0.2, abs=1e-4)
+    # without the run's last step the option cannot size the steps: the fixed step is used
+    config = ProgressiveConfig(step_size=0.2, reach_targets=True)
+    state = progressive_update(ProgressiveState(), config, 0, targets, training, _Recorder().render, _Recorder().fix)
+    assert pose_distances(training.poses[3:4], state.poses[:1]).item() == pytest.approx(0.2, abs=1e-4)
+
+
 def test_warped_references_reach_the_fixer_when_depth_is_known():
     """With intrinsics and a depth source, the fixer gets the K nearest training views warped into each novel
     camera by the render's depth (the same numbers as `warp_references`); without depth it gets none."""
