@@ -31,10 +31,10 @@ RECIPES = ("bicubic", "per-frame", "render", "w=0.5", "rendered")
 
 
 def _load(path: Path) -> torch.Tensor:
-    from PIL import Image
+    """[1, 3, H, W] in [0, 1], read as `difix-ns fix` reads images."""
+    from difix_ns.fix_runner import read_image
 
-    array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1)[None]
+    return torch.from_numpy(read_image(path)[0]).permute(2, 0, 1)[None]
 
 
 def _photo(images: Path, stem: str) -> Path:
