@@ -44,11 +44,11 @@ def _run(args, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
-def _train(scene: Path, out: Path, cwd: Path, iterations: int, *extra: str, ok: bool = True):
+def _train(scene: Path, out: Path, cwd: Path, iterations: int, *extra: str, ok: bool = True, schedule=SCHEDULE):
     args = [
         "ns-train", "sr3d-splatfacto", f"--data={scene}", f"--output-dir={out}", "--experiment-name=e",
         "--timestamp=t", f"--max-num-iterations={iterations}", "--steps-per-save=8",
-        "--save-only-latest-checkpoint=False", "--vis=tensorboard", *SCHEDULE, *extra,
+        "--save-only-latest-checkpoint=False", "--vis=tensorboard", *schedule, *extra,
     ]  # fmt: skip
     return _run(args, cwd, ok), out / "e" / "sr3d-splatfacto" / "t"
 
@@ -95,6 +95,17 @@ def test_rounds_run_after_the_lr_stage_with_their_own_targets(trained, scene):
     extra = state["pipeline"]["_extra_state"]
     assert extra["sr3d_round"] == 2
     assert [Path(f).parent.parent.name for f in extra["sr3d_targets"]] == ["round-02"] * len(names)
+
+
+def test_the_default_render_weight_makes_per_frame_targets_once(scene, tmp_path):
+    """With the default render weight 0 the targets are per-frame SR of the LR views: every round gets the same
+    targets (the network runs once per view, cached), and none of them is the render's."""
+    schedule = [arg for arg in SCHEDULE if "render-weight" not in arg]
+    result, run = _train(scene, tmp_path / "outputs", tmp_path, 14, schedule=schedule)
+    rounds = [_pngs(run / "sr3d" / f"round-{r:02d}" / "targets") for r in (1, 2)]
+    assert rounds[0] and rounds[0].keys() == rounds[1].keys()
+    assert all(np.array_equal(rounds[0][n], rounds[1][n]) for n in rounds[0]), "per-frame targets do not change"
+    assert "render-weight" not in " ".join(result.args)
 
 
 def _pipeline_at(config_path: Path, checkpoint: Path, test_mode: str = "val"):
