@@ -68,8 +68,9 @@ class BenchmarkConfig:
     self_fixer_iters: Optional[int] = None
     """Iterations of each of the `self` fixer's 2 leave-out reconstructions (default: half of --iters)."""
     fixer_method_args: str = ""
-    """Extra ns-train options for the methods with a fixer (difix-*), one string, after the benchmark's own (e.g.
-    "--pipeline.progressive.fix-every 125"); the baselines are not changed."""
+    """Extra ns-train options for the methods with a fixer (difix-*), one string, after the benchmark's own; the
+    baselines are not changed. Give it with `=`, as in `--fixer-method-args="--pipeline.progressive.fix-every 125"`
+    (a separate value starting with `--` reads as an option)."""
 
     def main(self) -> None:
         run_benchmark(self)
