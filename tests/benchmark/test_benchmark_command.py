@@ -212,3 +212,14 @@ def test_the_checked_in_default_benchmark_follows_the_schema_and_covers_the_defa
     for key in ("data", "seeds", "resolution", "iters", "fixer", "fixer_model", "train_every", "train_views"):
         assert results["config"][key] == (list(default[key]) if key == "seeds" else default[key]), key
     assert results["config"].get("fixer_method_args", "") == default["fixer_method_args"]
+
+
+def test_the_difix_methods_update_every_eighth_of_the_budget():
+    """7 progressive updates per run (progressive_schedule/: 3 left far targets unreached, 19 lost far SSIM);
+    the baselines get the same schedule otherwise."""
+    from difix_ns.benchmark.methods import METHODS, budget_args
+
+    difix = budget_args(METHODS["difix-splatfacto"], 1000, cpu=True)
+    plain = budget_args(METHODS["splatfacto"], 1000, cpu=True)
+    assert "--pipeline.progressive.fix-start=125" in difix and "--pipeline.progressive.fix-every=125" in difix
+    assert [a for a in difix if "progressive" not in a] == plain
