@@ -64,7 +64,10 @@ class BenchmarkConfig:
     max_grid_views: int = 4
     """Far views shown per scene grid."""
     self_fixer_seconds: float = 90.0
-    """NAFNet training time of the `self` fixer, per scene."""
+    """NAFNet training time of the `self` fixer, per scene (its steps follow the machine's load)."""
+    self_fixer_steps: Optional[int] = None
+    """NAFNet steps of the `self` fixer instead of --self-fixer-seconds: the same fixer on a busy or a quiet
+    machine, so reruns and side-by-side benchmarks compare like with like."""
     self_fixer_iters: Optional[int] = None
     """Iterations of each of the `self` fixer's 2 leave-out reconstructions (default: half of --iters)."""
     fixer_method_args: str = ""
@@ -94,6 +97,8 @@ def _check(config: BenchmarkConfig) -> None:
         raise ValueError(
             f"self_fixer_iters must be >= 2 (leave-out reconstruction steps), got {config.self_fixer_iters}"
         )
+    if config.self_fixer_steps is not None and config.self_fixer_steps < 1:
+        raise ValueError(f"self_fixer_steps must be >= 1 (NAFNet steps), got {config.self_fixer_steps}")
     try:
         shlex.split(config.fixer_method_args)
     except ValueError as error:
@@ -148,8 +153,12 @@ def _shared_self_fixer(config: BenchmarkConfig, split_folder: Path, folder: Path
     from difix_ns.benchmark.methods import self_fixer_config
     from difix_ns.training.self_fixer import train_self_fixer
 
-    fixer_config = self_fixer_config(config.iters, config.self_fixer_seconds, config.self_fixer_iters)
+    fixer_config = self_fixer_config(
+        config.iters, config.self_fixer_seconds, config.self_fixer_iters, config.self_fixer_steps
+    )
     budget = {"fold_iterations": fixer_config.iterations, "nafnet_seconds": fixer_config.max_seconds}
+    if config.self_fixer_steps is not None:  # only then: records of time-bounded fixers stay valid
+        budget["nafnet_steps"] = fixer_config.steps
     record = folder / "seconds.json"
     if not record.is_file():  # written once the fixer is trained: a rerun uses that fixer as it is
         start = time.perf_counter()
@@ -389,6 +398,8 @@ def _write_reports(config: BenchmarkConfig, results: dict, recipes, fid: Dict[st
     )
     if config.fixer_method_args:
         header += f"Extra ns-train options of the methods with a fixer: `{config.fixer_method_args}`.\n\n"
+    if config.fixer == "self" and config.self_fixer_steps is not None:
+        header += f"The self fixers trained {config.self_fixer_steps} NAFNet steps each (no time limit).\n\n"
     notes = [f"{s['name']}: {s['covisibility']['note']}" for s in results["scenes"] if "covisibility" in s]
     if any(s.get("covisibility", {}).get("estimated") for s in results["scenes"]):
         header += "Masked metrics (mpsnr, mssim): " + "; ".join(notes) + ".\n\n"

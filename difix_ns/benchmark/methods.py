@@ -95,16 +95,23 @@ def budget_args(recipe: MethodRecipe, iterations: int, cpu: bool) -> List[str]:
     return args
 
 
-def self_fixer_config(iterations: int, self_fixer_seconds: float, fold_iterations: Optional[int] = None):
+def self_fixer_config(
+    iterations: int, self_fixer_seconds: float, fold_iterations: Optional[int] = None,
+    nafnet_steps: Optional[int] = None,
+):  # fmt: skip
     """The `self` fixer of a benchmark run: 2 leave-out reconstructions of `fold_iterations` steps each (default
     half the run's budget; curation fits the splatfacto schedule to it; the full budget made the fixer cost 2.3x the
-    main training), each also rendering its own training views, then `self_fixer_seconds` of NAFNet training.
+    main training), each also rendering its own training views, then `self_fixer_seconds` of NAFNet training, or
+    exactly `nafnet_steps` NAFNet steps with no time limit (the same fixer whatever the machine's load; next to
+    other jobs, 90 s gave synth0's fixer 337 steps and fruit's 371).
     Cheaper is not free (`benchmarks/results/self_fixer_budget/`, synth0): 200 steps and 25 s cost 0.69x the main
     training (the default 1.52x) but gave a fixer that lost to doing nothing on its validation pairs."""
     from difix_ns.training.self_fixer import SelfFixerConfig
 
     steps = max(iterations // 2, 2) if fold_iterations is None else fold_iterations
-    return SelfFixerConfig(iterations=steps, num_folds=2, max_seconds=self_fixer_seconds)
+    if nafnet_steps is None:
+        return SelfFixerConfig(iterations=steps, num_folds=2, max_seconds=self_fixer_seconds)
+    return SelfFixerConfig(iterations=steps, num_folds=2, steps=nafnet_steps, max_seconds=None)
 
 
 def fixer_args(backend: str, checkpoint: Optional[str]) -> List[str]:

@@ -159,6 +159,8 @@ def test_unknown_method_and_too_few_views_are_clear_errors(tmp_path, synth_scene
         run_benchmark(BenchmarkConfig(data=synth_scene, train_views=40, methods=("splatfacto",), out=tmp_path))
     with pytest.raises(ValueError, match="self_fixer_iters must be >= 2"):
         run_benchmark(BenchmarkConfig(data=synth_scene, self_fixer_iters=1, out=tmp_path))
+    with pytest.raises(ValueError, match="self_fixer_steps must be >= 1"):
+        run_benchmark(BenchmarkConfig(data=synth_scene, self_fixer_steps=0, out=tmp_path))
 
 
 def test_the_self_fixer_budget_of_the_benchmark():
@@ -167,6 +169,8 @@ def test_the_self_fixer_budget_of_the_benchmark():
     default = self_fixer_config(1000, 90.0)
     assert (default.iterations, default.num_folds, default.max_seconds) == (500, 2, 90.0)
     assert self_fixer_config(1000, 25.0, fold_iterations=200).iterations == 200
+    by_steps = self_fixer_config(1000, 90.0, nafnet_steps=400)
+    assert (by_steps.iterations, by_steps.steps, by_steps.max_seconds) == (500, 400, None)
 
 
 def test_a_kept_self_fixer_of_another_budget_is_refused(tmp_path):
@@ -180,6 +184,8 @@ def test_a_kept_self_fixer_of_another_budget_is_refused(tmp_path):
     assert _shared_self_fixer(config, tmp_path / "split", folder) == (folder / "train" / "fixer", 12.5)
     with pytest.raises(ValueError, match="was made with .*fold_iterations.: 500.*choose another --out"):
         _shared_self_fixer(BenchmarkConfig(iters=1000, self_fixer_iters=200, out=tmp_path), tmp_path / "split", folder)
+    with pytest.raises(ValueError, match="was made with .*this benchmark asks for .*nafnet_steps.: 400"):
+        _shared_self_fixer(BenchmarkConfig(iters=1000, self_fixer_steps=400, out=tmp_path), tmp_path / "split", folder)
     (folder / "seconds.json").write_text(json.dumps({"seconds": 7.0}))  # made before budgets were kept: taken
     assert _shared_self_fixer(config, tmp_path / "split", folder)[1] == 7.0
 

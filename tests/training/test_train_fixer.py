@@ -69,6 +69,15 @@ def test_time_budget_stops_training_early_and_a_rerun_keeps_that_fixer(toy_manif
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == weights
 
 
+def test_a_step_bounded_training_gives_the_same_weights_twice(toy_manifest, tmp_path):
+    # what `difix-ns benchmark --self-fixer-steps` relies on: no time limit, same seed -> the same fixer
+    weights = []
+    for name in ("a", "b"):
+        folder = train_fixer(TrainFixerConfig(manifests=(toy_manifest,), out=tmp_path / name, steps=6, **TINY))
+        weights.append({p.name: p.read_bytes() for p in folder.iterdir() if p.suffix == ".safetensors"})
+    assert weights[0] and weights[0] == weights[1]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
