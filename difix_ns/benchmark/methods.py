@@ -86,8 +86,7 @@ def budget_args(recipe: MethodRecipe, iterations: int, cpu: bool) -> List[str]:
     if recipe.uses_fixer:
         # Updates every 1/8 of the budget (7 in all). Against every 1/4 (3) on the same splatfacto runs and self
         # fixers: synthetic masked far +0.85 dB over splatfacto against +0.50 (progressive_schedule/), fruit all
-        # views +1.88 against +0.93 (real_fruit/ and real_fruit_every4/). Every 1/20 (the paper's 1.5k-of-30k
-        # period) lost far SSIM on the synthetic scenes.
+        # views +1.88 against +0.93 (real_fruit/ and real_fruit_every4/).
         args += [
             f"--pipeline.progressive.fix-start={max(n // 8, 1)}",
             f"--pipeline.progressive.fix-every={max(n // 8, 1)}",
