@@ -52,7 +52,12 @@ def _run(seeds: List[int], iters: int, options: str, folder: Path, baseline: Pat
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.symlink_to(source.resolve(), target_is_directory=True)
-    config = BenchmarkConfig(seeds=tuple(seeds), iters=iters, methods=_METHODS, out=folder, fixer_method_args=options)
+    made = json.loads((baseline / "results.json").read_text())["config"]  # the linked fixers' budget, so they are used
+    config = BenchmarkConfig(
+        seeds=tuple(seeds), iters=iters, methods=_METHODS, out=folder, fixer_method_args=options,
+        self_fixer_seconds=made["self_fixer_seconds"], self_fixer_steps=made.get("self_fixer_steps"),
+        self_fixer_iters=made.get("self_fixer_iters"),
+    )  # fmt: skip
     run_benchmark(config)
     return json.loads((folder / "results.json").read_text())
 

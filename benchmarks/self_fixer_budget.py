@@ -52,7 +52,7 @@ def _run(seeds: List[int], iters: int, variant: Tuple[int, float], folder: Path,
             target.symlink_to(source.resolve(), target_is_directory=True)  # a finished run is only read
     config = BenchmarkConfig(
         seeds=tuple(seeds), iters=iters, methods=_METHODS, out=folder, self_fixer_iters=variant[0],
-        self_fixer_seconds=variant[1],
+        self_fixer_seconds=variant[1], self_fixer_steps=None,
     )
     run_benchmark(config)
     return json.loads((folder / "results.json").read_text())

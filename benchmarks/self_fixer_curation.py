@@ -37,7 +37,7 @@ def _load(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
 
 
-def _underfit_fixer(bench: Path, scene: str, work: Path, iters: int, seconds: float) -> Path:
+def _underfit_fixer(bench: Path, scene: str, work: Path, options: dict) -> Path:
     """The scene's self fixer trained on the benchmark's leave-out pairs (copied, so curation resumes them) plus
     underfit pairs, with the benchmark's settings otherwise."""
     from dataclasses import replace
@@ -48,8 +48,16 @@ def _underfit_fixer(bench: Path, scene: str, work: Path, iters: int, seconds: fl
     folder = work / scene
     if not (folder / "pairs").exists():
         shutil.copytree(bench / "runs" / scene / "self_fixer" / "pairs", folder / "pairs", symlinks=True)
-    config = replace(self_fixer_config(iters, seconds), strategies=("leave-out", "underfit"))
+    budget = self_fixer_config(
+        options["iters"], options["self_fixer_seconds"], options.get("self_fixer_iters"), options.get("self_fixer_steps")
+    )
+    config = replace(budget, strategies=("leave-out", "underfit"))
     return train_self_fixer(bench / "splits" / scene, folder, config)
+
+
+def _budget(options: dict) -> str:
+    steps = options.get("self_fixer_steps")
+    return f"{steps} NAFNet steps" if steps is not None else f"{options['self_fixer_seconds']:g} s"
 
 
 def _fix(fixer, image: np.ndarray) -> np.ndarray:
@@ -120,7 +128,7 @@ def main() -> None:
         console.rule(f"[bold]{name}: self fixer on leave-out + underfit pairs")
         fixers = {
             "leave-out": bench / "runs" / name / "self_fixer" / "train" / "fixer",
-            "leave-out+underfit": _underfit_fixer(bench, name, work, options["iters"], options["self_fixer_seconds"]),
+            "leave-out+underfit": _underfit_fixer(bench, name, work, options),
         }
         loaded = {k: FixerConfig(backend="nafnet", checkpoint=str(v), device="cpu").setup() for k, v in fixers.items()}
         # A time budget buys fewer steps on a loaded machine: keep what each fixer got.
@@ -139,6 +147,7 @@ def main() -> None:
         "method": args.method,
         "iters": options["iters"],
         "self_fixer_seconds": options["self_fixer_seconds"],
+        "self_fixer_steps": options.get("self_fixer_steps"),
         "fixer_steps": steps,
         "psnr": rows,
         "views": views,
@@ -150,9 +159,8 @@ def main() -> None:
         "# Self fixer: which curated pairs help post-processing",
         "",
         f"Renders of `{args.method}` from `{args.benchmark}` ({len(results['scenes'])} scenes, {options['iters']} "
-        f"iterations), fixed by the benchmark's self fixer (leave-out pairs) and by one trained for the same "
-        f"{options['self_fixer_seconds']:g} s on leave-out + underfit pairs. Mean PSNR (dB); gains over the raw "
-        "render.",
+        f"iterations), fixed by the benchmark's self fixer (leave-out pairs) and by one trained with the same budget "
+        f"({_budget(options)}) on leave-out + underfit pairs. Mean PSNR (dB); gains over the raw render.",
         "",
         "| views | n | raw | leave-out fixer | gain | leave-out+underfit fixer | gain |",
         "|---|---|---|---|---|---|---|",

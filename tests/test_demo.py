@@ -14,12 +14,13 @@ from difix_ns.demo import DEMO_METHODS, DemoConfig, run_demo
 
 def test_demo_writes_report_results_and_figure(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
-    config = DemoConfig(out=tmp_path / "demo", iterations=8, resolution=32, self_fixer_seconds=5.0)
+    config = DemoConfig(out=tmp_path / "demo", iterations=8, resolution=32, self_fixer_steps=10)
     report = run_demo(config)
 
     results = json.loads((config.out / "results.json").read_text())
     assert [r["method"] for r in results["runs"]] == list(DEMO_METHODS)
     text = report.read_text()
+    assert "The self fixers trained 10 NAFNet steps each (no time limit)." in text
     for run in results["runs"]:
         assert len(run["views"]) == 12
         assert run["metrics"]["far"]["psnr"] > 0.0
@@ -45,7 +46,7 @@ def test_demo_writes_report_results_and_figure(tmp_path, monkeypatch):
     weights = {p: p.read_bytes() for p in (shared / "train" / "fixer").iterdir()}
     again = run_benchmark(
         BenchmarkConfig(
-            seeds=(0,), resolution=32, iters=8, methods=DEMO_METHODS, out=config.out, self_fixer_seconds=5.0
+            seeds=(0,), resolution=32, iters=8, methods=DEMO_METHODS, out=config.out, self_fixer_steps=10
         )
     )
     assert {p: p.read_bytes() for p in (shared / "train" / "fixer").iterdir()} == weights

@@ -29,8 +29,8 @@ Output folder: `manifest.jsonl` (one JSON object per triplet: paths relative to 
 `strategy`, `source_scene`, ...; `warped`/`warped_mask`/`warped_views` lists with warped references),
 `pairs/<unit>/step-N/*_{degraded,clean,reference,warped<k>,warpmask<k>}.png`, `units/<unit>/pairs.jsonl`
 (written last: a unit with this file is done and is kept as is on a re-run, so an interrupted run resumes; use a
-new folder after changing options), and
-`report.json` (skipped images, counts, disk use). Missing or unreadable training images are reported and skipped.
+new folder after changing options), `units/<unit>/seconds.json` (what making the unit took), and
+`report.json` (skipped images, counts, disk use, each unit's seconds). Missing or unreadable training images are reported and skipped.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ __all__ = [
 Strategy = Literal["leave-out", "underfit", "cross-reference", "compression"]
 _STRATEGIES = ("leave-out", "underfit", "cross-reference", "compression")
 _TIMESTAMP = "curate"
+UNIT_SECONDS = "seconds.json"
+"""Per unit folder: {"seconds": what making the unit took}."""
 
 
 @dataclass(frozen=True)
@@ -393,6 +395,7 @@ def _run_unit(unit: _Unit, config: CurateConfig, scene: SceneViews, out: Path) -
     from difix_ns.evaluation import evaluate_views
 
     unit_dir = out / "units" / unit.name
+    start = time.perf_counter()
     config_path = _reconstruct(unit, config, scene, unit_dir)
     available = _checkpoint_steps(config_path)
 
@@ -419,6 +422,8 @@ def _run_unit(unit: _Unit, config: CurateConfig, scene: SceneViews, out: Path) -
             if step in (own_steps if target in own else target_steps):
                 strategy = f"{unit.strategy}-own" if target in own else unit.strategy
                 records.append(_write_triplet(view, target, unit, step, config, scene, out, strategy))
+    # what the unit cost, kept so that a resume (or a copy of these pairs) can still say what making them took
+    (unit_dir / UNIT_SECONDS).write_text(json.dumps({"seconds": time.perf_counter() - start}))
     tmp = unit_dir / "pairs.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
     tmp.replace(unit_dir / "pairs.jsonl")  # written last: marks the unit as done
@@ -471,6 +476,13 @@ def read_manifest(path: Path) -> List[dict]:
     return records
 
 
+def unit_seconds(out: Path, names: List[str]) -> Dict[str, Optional[float]]:
+    """Seconds each finished unit under the curation folder `out` took to make; None for a unit made before
+    units kept their time."""
+    record = {name: Path(out) / "units" / name / UNIT_SECONDS for name in names}
+    return {name: json.loads(path.read_text())["seconds"] if path.is_file() else None for name, path in record.items()}
+
+
 def curate(config: CurateConfig) -> CurateResult:
     """Run every selected strategy (resuming finished units) and write manifest.jsonl and report.json."""
     from rich.console import Console
@@ -520,6 +532,7 @@ def curate(config: CurateConfig) -> CurateResult:
         "skipped_images": scene.skipped,
         "units_run": ran,
         "units_resumed": resumed,
+        "unit_seconds": unit_seconds(out, ran + resumed),
         "stopped_for_disk": stopped,
         "disk_mb": round(disk, 3),
         "max_disk_mb": config.max_disk_mb,

@@ -173,21 +173,49 @@ def test_the_self_fixer_budget_of_the_benchmark():
     assert (by_steps.iterations, by_steps.steps, by_steps.max_seconds) == (500, 400, None)
 
 
+def test_the_report_says_how_long_the_self_fixers_trained():
+    from difix_ns.benchmark.command import self_fixer_budget_line
+
+    # step-bounded by default: the same fixer whatever the machine's load
+    assert BenchmarkConfig().self_fixer_steps == 400
+    assert self_fixer_budget_line(BenchmarkConfig()) == "The self fixers trained 400 NAFNet steps each (no time limit).\n\n"
+    timed = BenchmarkConfig(self_fixer_steps=None, self_fixer_seconds=45.0)
+    assert "trained for 45 s each (their NAFNet steps follow the machine's load)" in self_fixer_budget_line(timed)
+
+
 def test_a_kept_self_fixer_of_another_budget_is_refused(tmp_path):
+    from dataclasses import replace
+
     from difix_ns.benchmark.command import _shared_self_fixer
 
     folder = tmp_path / "self_fixer"
     folder.mkdir()
     budget = {"fold_iterations": 500, "nafnet_seconds": 90.0}  # the default's at 1000 iterations
     (folder / "seconds.json").write_text(json.dumps({"seconds": 12.5, "budget": budget}))
-    config = BenchmarkConfig(iters=1000, out=tmp_path)
+    config = BenchmarkConfig(iters=1000, self_fixer_steps=None, out=tmp_path)
     assert _shared_self_fixer(config, tmp_path / "split", folder) == (folder / "train" / "fixer", 12.5)
     with pytest.raises(ValueError, match="was made with .*fold_iterations.: 500.*choose another --out"):
-        _shared_self_fixer(BenchmarkConfig(iters=1000, self_fixer_iters=200, out=tmp_path), tmp_path / "split", folder)
+        _shared_self_fixer(replace(config, self_fixer_iters=200), tmp_path / "split", folder)
     with pytest.raises(ValueError, match="was made with .*this benchmark asks for .*nafnet_steps.: 400"):
-        _shared_self_fixer(BenchmarkConfig(iters=1000, self_fixer_steps=400, out=tmp_path), tmp_path / "split", folder)
+        _shared_self_fixer(BenchmarkConfig(iters=1000, out=tmp_path), tmp_path / "split", folder)  # the default
     (folder / "seconds.json").write_text(json.dumps({"seconds": 7.0}))  # made before budgets were kept: taken
     assert _shared_self_fixer(config, tmp_path / "split", folder)[1] == 7.0
+
+
+def test_fixer_seconds_count_the_pairs_a_self_fixer_found_made(tmp_path):
+    from difix_ns.benchmark.command import _resumed_pairs_seconds
+
+    pairs = tmp_path / "pairs"  # as curate leaves it after resuming three units, one made by an older version
+    for name, seconds in (("leave-out-0of2", 41.5), ("leave-out-1of2", 38.0), ("underfit", None)):
+        (pairs / "units" / name).mkdir(parents=True)
+        if seconds is not None:
+            (pairs / "units" / name / "seconds.json").write_text(json.dumps({"seconds": seconds}))
+    report = {"units_run": [], "units_resumed": ["leave-out-0of2", "leave-out-1of2", "underfit"]}
+    (pairs / "report.json").write_text(json.dumps(report))
+    assert _resumed_pairs_seconds(pairs) == pytest.approx(79.5)
+    report["units_resumed"] = []
+    (pairs / "report.json").write_text(json.dumps(report))
+    assert _resumed_pairs_seconds(pairs) == 0.0  # units run in this call are in the measured time already
 
 
 def test_the_self_fixer_needs_are_checked_before_the_first_run(tmp_path, synth_scene):
@@ -215,7 +243,8 @@ def test_the_checked_in_default_benchmark_follows_the_schema_and_covers_the_defa
     assert {(r["scene"], r["method"]) for r in results["runs"]} == {
         (f"synth{seed}", method) for seed in default["seeds"] for method in methods
     }, "benchmarks/results/sparse_synthetic must be the output of the default command"
-    for key in ("data", "seeds", "resolution", "iters", "fixer", "fixer_model", "train_every", "train_views"):
+    keys = ("data", "seeds", "resolution", "iters", "fixer", "fixer_model", "train_every", "train_views")
+    for key in keys + ("self_fixer_steps", "self_fixer_iters"):
         assert results["config"][key] == (list(default[key]) if key == "seeds" else default[key]), key
     assert results["config"].get("fixer_method_args", "") == default["fixer_method_args"]
 

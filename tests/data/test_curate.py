@@ -143,6 +143,9 @@ def test_resume_keeps_finished_units_and_disk_bound_stops_new_ones(self_fixer_ru
                                 iterations=ITERATIONS, num_folds=2))  # fmt: skip
     assert again.units_run == [] and len(again.units_resumed) == 3
     assert (out / "pairs/manifest.jsonl").read_text() == before
+    # each unit keeps what making it took, so a resume still reports it
+    made = json.loads((out / "pairs/report.json").read_text())["unit_seconds"]
+    assert sorted(made) == sorted(again.units_resumed) and all(s > 0 for s in made.values())
     bounded = curate(CurateConfig(data=damaged_scene, out=out / "pairs", strategies=("leave-out",), num_folds=3,
                                   iterations=ITERATIONS, max_disk_mb=1e-6))  # fmt: skip
     assert bounded.stopped_for_disk and bounded.units_run == []
