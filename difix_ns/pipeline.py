@@ -75,7 +75,8 @@ class DifixPipeline(VanillaPipeline):
         self._output_dir: Optional[Path] = None
         self._last_train_step: Optional[int] = None  # set from the trainer with the training callbacks
         self.self_fixer_path: Optional[Path] = None
-        self.self_fixer_used = True
+        self.self_fixer_used = True  # by the progressive update
+        self.self_fixer_postprocess = True  # by post-processing
 
     # ---------------------------------------------------------------- training views and targets
     def _make_training_views(self) -> TrainingViews:
@@ -140,35 +141,53 @@ class DifixPipeline(VanillaPipeline):
     def _needs_self_fixer(self) -> bool:
         return self._self_backend() and self.model.config.fixer.checkpoint is None
 
-    def _use_self_fixer(self, folder: Path, use: bool = True) -> None:
-        """Make the self fixer in `folder` the model's fixer, or (`use` False: it did not beat doing nothing on its
-        validation pairs) the identity; the choice is written to the run folder (`SELF_FIXER_DECISION`)."""
-        from difix_ns.training.self_fixer import self_fixer_validation
+    def _use_self_fixer(self, folder: Path, use: bool = True, postprocess: Optional[bool] = None) -> None:
+        """Make the self fixer in `folder` the model's fixer for the progressive update (`use`) and for
+        post-processing (`postprocess`, default `use`); a stage where it did not beat doing nothing on its
+        validation pairs gets the identity. The choice is written to the run folder (`SELF_FIXER_DECISION`)."""
+        from difix_ns.training.self_fixer import NOVEL_VIEW_STRATEGIES, self_fixer_validation
 
-        self.self_fixer_path, self.self_fixer_used = Path(folder), use
+        postprocess = use if postprocess is None else postprocess
+        self.self_fixer_path, self.self_fixer_used, self.self_fixer_postprocess = Path(folder), use, postprocess
         if self._output_dir is not None:
             fixed, unfixed = self_fixer_validation(folder) or (None, None)
-            record = {"fixer": str(folder), "used": use, "validation_psnr": fixed, "validation_psnr_unfixed": unfixed}
+            novel_fixed, novel_unfixed = self_fixer_validation(folder, NOVEL_VIEW_STRATEGIES) or (None, None)
+            record = {
+                "fixer": str(folder), "used": use, "postprocess": postprocess,
+                "validation_psnr": fixed, "validation_psnr_unfixed": unfixed,
+                "novel_view_validation_psnr": novel_fixed, "novel_view_validation_psnr_unfixed": novel_unfixed,
+            }  # fmt: skip
             self._output_dir.mkdir(parents=True, exist_ok=True)
             (self._output_dir / SELF_FIXER_DECISION).write_text(json.dumps(record, indent=1))
-        if use:
+        if use or postprocess:
             config = dataclasses.replace(self.model.config.fixer, backend="self", checkpoint=str(folder))
         else:
             config = dataclasses.replace(self.model.config.fixer, backend="identity", checkpoint=None)
-        self.model.set_fixer(config.setup())
+        self.model.set_fixer(config.setup(), postprocess=postprocess)
 
-    def _self_fixer_helps(self, folder: Path) -> bool:
-        from difix_ns.training.self_fixer import self_fixer_validation
+    def _self_fixer_gates(self, folder: Path) -> Tuple[bool, bool]:
+        """(use the self fixer in the progressive update, in post-processing): each stage only if the fixer beats
+        doing nothing on the validation pairs like the renders that stage fixes. The update fixes views the model
+        never saw (the held-out views of the leave-out folds); post-processing fixes any render, near-perfect ones
+        at the training views included (all validation pairs)."""
+        from difix_ns.training.self_fixer import NOVEL_VIEW_STRATEGIES, self_fixer_validation
 
-        scores = self_fixer_validation(folder)
-        if scores is None or scores[0] > scores[1] or not self.config.self_fixer.require_gain:
-            return True
-        CONSOLE.log(
-            f"[yellow]difix: the self fixer does not beat doing nothing on its validation pairs (PSNR {scores[0]:.2f} "
-            f"dB fixed vs {scores[1]:.2f} dB unfixed): using the identity fixer instead, and no pseudo views "
-            "(--pipeline.self-fixer.require-gain False keeps the fixer and its updates)"
-        )
-        return False
+        if not self.config.self_fixer.require_gain:
+            return True, True
+        gates = []
+        for stage, strategies in (("progressive update", NOVEL_VIEW_STRATEGIES), ("post-processing", None)):
+            scores = self_fixer_validation(folder, strategies)
+            helps = scores is None or scores[0] > scores[1]
+            if not helps:
+                pairs = "held-out-view validation pairs" if strategies else "validation pairs"
+                CONSOLE.log(
+                    f"[yellow]difix: the self fixer does not beat doing nothing on its {pairs} (PSNR {scores[0]:.2f} "
+                    f"dB fixed vs {scores[1]:.2f} dB unfixed): no fixer in the {stage}"
+                    + (" (no pseudo views)" if strategies else "")
+                    + " (--pipeline.self-fixer.require-gain False keeps it)"
+                )
+            gates.append(helps)
+        return gates[0], gates[1]
 
     def settle_fixer(self, run_dir: Path) -> None:
         """Before the first training step: remember the run folder (pseudo views are written there) and make the
@@ -182,12 +201,12 @@ class DifixPipeline(VanillaPipeline):
             return
         if self.model.config.fixer.checkpoint is not None:  # made elsewhere (the benchmark shares one per scene)
             folder = Path(self.model.config.fixer.checkpoint)
-            self._use_self_fixer(folder, self._self_fixer_helps(folder))
+            self._use_self_fixer(folder, *self._self_fixer_gates(folder))
             return
         data = Path(self.datamanager.dataparser.config.data)
         CONSOLE.log(f"difix: the self fixer, trained on the training views of {data} (before the first step)")
         folder = train_self_fixer(data, self._output_dir / SELF_FIXER_FOLDER, self.config.self_fixer)
-        self._use_self_fixer(folder, self._self_fixer_helps(folder))
+        self._use_self_fixer(folder, *self._self_fixer_gates(folder))
 
     # ---------------------------------------------------------------- the update
     def run_progressive_update(self, step: int) -> ProgressiveState:
@@ -252,6 +271,7 @@ class DifixPipeline(VanillaPipeline):
         if self.self_fixer_path is not None:
             state["self_fixer_path"] = str(self.self_fixer_path)
             state["self_fixer_used"] = self.self_fixer_used
+            state["self_fixer_postprocess"] = self.self_fixer_postprocess
         return state
 
     def set_extra_state(self, state: Any) -> None:
@@ -265,4 +285,5 @@ class DifixPipeline(VanillaPipeline):
                 raise FileNotFoundError(
                     f"the run's self-trained fixer {folder} is missing (it lives in the run folder)"
                 )
-            self._use_self_fixer(folder, bool(state.get("self_fixer_used", True)))
+            used = bool(state.get("self_fixer_used", True))
+            self._use_self_fixer(folder, used, bool(state.get("self_fixer_postprocess", used)))

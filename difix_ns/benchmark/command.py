@@ -384,19 +384,31 @@ def _self_fixer_record(run: dict) -> dict:
 
 
 def _rejected_fixer_notes(results: dict) -> List[str]:
-    """One line per scene whose difix runs did without their self fixer (it lost to doing nothing)."""
+    """One line per scene whose difix runs did without their self fixer in a stage (it lost to doing nothing on
+    the validation pairs of that stage)."""
+
+    def scores(record: dict, prefix: str) -> str:
+        fixed, unfixed = record.get(f"{prefix}validation_psnr"), record.get(f"{prefix}validation_psnr_unfixed")
+        return "" if fixed is None or unfixed is None else f" (PSNR {fixed:.2f} dB fixed vs {unfixed:.2f} dB)"
+
     notes = {}
     for run in results["runs"]:
         record = run.get("self_fixer")
-        if record is None or record["used"] or run["scene"] in notes:
+        if record is None or run["scene"] in notes:
             continue
-        scores = ""
-        if record.get("validation_psnr") is not None:
-            scores = f" (PSNR {record['validation_psnr']:.2f} dB fixed vs {record['validation_psnr_unfixed']:.2f} dB)"
-        notes[run["scene"]] = (
-            f"{run['scene']}: the self fixer did not beat doing nothing on its validation pairs{scores}, so the "
-            "difix runs used the identity fixer and made no pseudo views: they train as their base method."
-        )
+        if not record["used"]:
+            notes[run["scene"]] = (
+                f"{run['scene']}: the self fixer did not beat doing nothing on its validation pairs"
+                f"{scores(record, '')}, so the difix runs used the identity fixer and made no pseudo views: they "
+                "train as their base method."
+            )
+        elif not record.get("postprocess", True):
+            notes[run["scene"]] = (
+                f"{run['scene']}: the self fixer beat doing nothing on its held-out-view validation pairs"
+                f"{scores(record, 'novel_view_')} but not on all its validation pairs{scores(record, '')} (renders "
+                "of the folds' own views among them): the difix runs used it in the progressive update, and "
+                "post-processing left their renders as they were."
+            )
     return list(notes.values())
 
 

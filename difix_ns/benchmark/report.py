@@ -68,13 +68,18 @@ RESULTS_SCHEMA = {
                     "metrics": _BINNED,
                     "self_fixer": {
                         "type": "object",
-                        "description": "the run's `self` fixer and whether it kept it (beat doing nothing on its "
-                        "validation pairs); a rejected one means the run trained with the identity and no pseudo views",
+                        "description": "the run's `self` fixer and the stages that kept it: `used` by the "
+                        "progressive update (it beat doing nothing on its held-out-view validation pairs; else the run "
+                        "trained with no pseudo views), `postprocess` (on all its validation pairs; else "
+                        "post-processing left renders unchanged)",
                         "required": ["used"],
                         "properties": {
                             "used": {"type": "boolean"},
+                            "postprocess": {"type": "boolean"},
                             "validation_psnr": {"type": ["number", "null"]},
                             "validation_psnr_unfixed": {"type": ["number", "null"]},
+                            "novel_view_validation_psnr": {"type": ["number", "null"]},
+                            "novel_view_validation_psnr_unfixed": {"type": ["number", "null"]},
                         },
                     },
                     "views": {

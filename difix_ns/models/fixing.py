@@ -114,6 +114,8 @@ class FixingState:
     """Guards building and replacing the fixer (the viewer renders from its own thread)."""
     training_views: Optional[TrainingViews] = None
     """References of post-processing (given by the pipeline)."""
+    postprocess_fixes: bool = True
+    """False: post-processing leaves renders as they are (the fixer still serves the progressive update)."""
 
 
 class DifixFixingMixin:
@@ -152,11 +154,14 @@ class DifixFixingMixin:
                 self.fixing.fixer = self.config.fixer.setup()
             return self.fixing.fixer
 
-    def set_fixer(self, fixer: Optional[Fixer]) -> None:
+    def set_fixer(self, fixer: Optional[Fixer], postprocess: bool = True) -> None:
         """Use `fixer` from now on instead of building one from `config.fixer` (the pipeline does this for the
-        self-trained fixer, which needs the scene); None builds it again at next use."""
+        self-trained fixer, which needs the scene); None builds it again at next use. `postprocess` False: the
+        fixer serves the progressive update only and post-processing returns renders unchanged (a self fixer that
+        helps held-out views but harms renders near the training views)."""
         with self.fixing.lock:
             self.fixing.fixer = fixer
+            self.fixing.postprocess_fixes = postprocess
 
     def attach_training_views(self, views: Optional[TrainingViews]) -> None:
         """Give the model the training views that post-processing uses as references (done by the pipeline)."""
@@ -230,6 +235,8 @@ class DifixFixingMixin:
         reference = reference or self.viewer_reference.value
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}")
+        if not self.fixing.postprocess_fixes:
+            return rgb
         refs, warped = None, None
         fixer = self.get_fixer()
         views = self.fixing.training_views

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Tuple
 
-__all__ = ["SelfFixerConfig", "self_fixer_validation", "train_self_fixer"]
+__all__ = ["NOVEL_VIEW_STRATEGIES", "SelfFixerConfig", "self_fixer_validation", "train_self_fixer"]
+
+NOVEL_VIEW_STRATEGIES = ("leave-out",)
+"""Curation strategies whose pairs are renders of views the reconstruction never saw: what the progressive update
+fixes. (`leave-out-own` pairs are a reconstruction's own, often near-perfect, views.)"""
 
 
 @dataclass(frozen=True)
@@ -105,15 +109,25 @@ def train_self_fixer(data: Path, out: Path, config: SelfFixerConfig = SelfFixerC
     return train_fixer(train)
 
 
-def self_fixer_validation(fixer_dir: Path) -> Optional[Tuple[float, float]]:
+def self_fixer_validation(
+    fixer_dir: Path, strategies: Optional[Tuple[str, ...]] = None
+) -> Optional[Tuple[float, float]]:
     """(PSNR of the fixed, PSNR of the degraded images) on the self fixer's held-out validation pairs, from the
-    training summary next to `fixer_dir`; None when it has no validation."""
+    training summary next to `fixer_dir`; None when it has no validation. `strategies`: only the pairs of those
+    curation strategies (mean over their pairs), when the summary has such pairs; else all pairs."""
     import json
 
     summary = Path(fixer_dir).parent / "summary.json"
     if not summary.is_file():
         return None
-    validation = json.loads(summary.read_text()).get("validation") or {}
+    summary = json.loads(summary.read_text())
+    by_strategy = summary.get("validation_by_strategy") or {}
+    chosen = [by_strategy[s] for s in strategies or () if by_strategy.get(s, {}).get("pairs")]
+    if chosen:
+        pairs = sum(c["pairs"] for c in chosen)
+        fixed, degraded = (sum(float(c[k]) * c["pairs"] for c in chosen) / pairs for k in ("psnr", "psnr_degraded"))
+        return fixed, degraded
+    validation = summary.get("validation") or {}
     if "psnr" not in validation or "psnr_degraded" not in validation:
         return None
     return float(validation["psnr"]), float(validation["psnr_degraded"])

@@ -432,6 +432,25 @@ def _train_loop(session: _Session, step: int, start: float) -> Dict[str, Any]:
     return {"step": step, "history": history, "validation": val_metrics}
 
 
+def _validation_by_strategy(session: _Session, fixer: Any) -> Dict[str, Dict[str, float]]:
+    """The trained fixer's validation per curation strategy ({strategy: metrics and `pairs`}): held-out views and
+    a reconstruction's own views are different renders, and the self fixer's gates judge each stage of a run on
+    the renders it meets."""
+    from difix_ns.training.pairs import PairDataset
+
+    groups: Dict[str, List[dict]] = {}
+    for record in session.val_set.records:
+        groups.setdefault(str(record.get("strategy", "unknown")), []).append(record)
+    device, warped = session.accelerator.device, session.config.warped_references
+    return {
+        strategy: {
+            **validate_fixer(fixer, PairDataset(records, warped_references=warped), session.use_reference, device),
+            "pairs": len(records),
+        }
+        for strategy, records in sorted(groups.items())
+    }
+
+
 def _export(session: _Session, result: Dict[str, Any], start: float) -> Path:
     """Save the trained fixer (`out/fixer`), each rank's weights digest and `summary.json`."""
     import torch
@@ -455,6 +474,7 @@ def _export(session: _Session, result: Dict[str, Any], start: float) -> Path:
             "val_pairs": session.num_val,
             "warped_references": session.config.warped_references,
             "validation": result["validation"],
+            "validation_by_strategy": _validation_by_strategy(session, unwrapped),
             "history": result["history"],
             "fixer": str(fixer_dir),
         }

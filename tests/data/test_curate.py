@@ -106,6 +106,25 @@ def test_pairs_carry_warped_references_from_their_own_training_views_only(self_f
     assert json.loads((fixer_dir / "config.json").read_text())["warped_references"] == 2
 
 
+def test_the_self_fixer_is_validated_per_strategy(self_fixer_run):
+    """The gates of a run judge the progressive update on held-out-view pairs and post-processing on all pairs."""
+    from difix_ns.training.self_fixer import NOVEL_VIEW_STRATEGIES, self_fixer_validation
+
+    _, fixer_dir, _ = self_fixer_run
+    summary = json.loads((fixer_dir.parent / "summary.json").read_text())
+    by_strategy = summary["validation_by_strategy"]
+    assert sum(v["pairs"] for v in by_strategy.values()) == summary["val_pairs"] > 0
+    # the same final weights: the per-strategy means weigh back to the overall validation
+    overall = sum(v["psnr"] * v["pairs"] for v in by_strategy.values()) / summary["val_pairs"]
+    assert overall == pytest.approx(summary["validation"]["psnr"], abs=1e-4)
+    assert self_fixer_validation(fixer_dir) == (summary["validation"]["psnr"], summary["validation"]["psnr_degraded"])
+    novel = self_fixer_validation(fixer_dir, NOVEL_VIEW_STRATEGIES)
+    if "leave-out" in by_strategy:
+        assert novel == pytest.approx((by_strategy["leave-out"]["psnr"], by_strategy["leave-out"]["psnr_degraded"]))
+    else:  # no held-out-view pair among the validation pairs: all of them judge
+        assert novel == self_fixer_validation(fixer_dir)
+
+
 def test_corrupt_and_missing_training_images_are_reported_and_skipped(self_fixer_run):
     out, _, _ = self_fixer_run
     report = json.loads((out / "pairs/report.json").read_text())

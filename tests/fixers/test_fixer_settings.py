@@ -82,9 +82,10 @@ def test_a_self_fixer_that_does_not_beat_doing_nothing_is_replaced_by_identity(t
         summary = {"validation": {"psnr": fixed, "psnr_degraded": unfixed}}
         (tmp_path / "train" / "summary.json").write_text(json.dumps(summary))
         assert self_fixer_validation(fixer_dir) == (fixed, unfixed)
-        assert DifixPipeline._self_fixer_helps(pipeline, fixer_dir) is helps
+        # a summary without per-strategy validation (fixers made before it): both stages judged on all pairs
+        assert DifixPipeline._self_fixer_gates(pipeline, fixer_dir) == (helps, helps)
     pipeline.config.self_fixer.require_gain = False
-    assert DifixPipeline._self_fixer_helps(pipeline, fixer_dir) is True
+    assert DifixPipeline._self_fixer_gates(pipeline, fixer_dir) == (True, True)
 
 
 def _hub_cache_with(folder: Path, cache: Path, repo: str = "nvidia/difix_ref") -> None:
