@@ -405,8 +405,8 @@ def _rejected_fixer_notes(results: dict) -> List[str]:
         elif not record.get("postprocess", True):
             notes[run["scene"]] = (
                 f"{run['scene']}: the self fixer beat doing nothing on its held-out-view validation pairs"
-                f"{scores(record, 'novel_view_')} but not on all its validation pairs{scores(record, '')} (renders "
-                "of the folds' own views among them): the difix runs used it in the progressive update, and "
+                f"{scores(record, 'novel_view_')} but not on all of them, renders of the folds' own views "
+                f"included{scores(record, '')}: the difix runs used it in the progressive update, and "
                 "post-processing left their renders as they were."
             )
     return list(notes.values())
