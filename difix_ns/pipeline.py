@@ -145,18 +145,16 @@ class DifixPipeline(VanillaPipeline):
         """Make the self fixer in `folder` the model's fixer for the progressive update (`use`) and for
         post-processing (`postprocess`, default `use`); a stage where it did not beat doing nothing on its
         validation pairs gets the identity. The choice is written to the run folder (`SELF_FIXER_DECISION`)."""
-        from difix_ns.training.self_fixer import NOVEL_VIEW_STRATEGIES, self_fixer_validation
+        from difix_ns.training.self_fixer import NOVEL_VIEW_STRATEGIES, OWN_VIEW_STRATEGIES, self_fixer_validation
 
         postprocess = use if postprocess is None else postprocess
         self.self_fixer_path, self.self_fixer_used, self.self_fixer_postprocess = Path(folder), use, postprocess
         if self._output_dir is not None:
-            fixed, unfixed = self_fixer_validation(folder) or (None, None)
-            novel_fixed, novel_unfixed = self_fixer_validation(folder, NOVEL_VIEW_STRATEGIES) or (None, None)
-            record = {
-                "fixer": str(folder), "used": use, "postprocess": postprocess,
-                "validation_psnr": fixed, "validation_psnr_unfixed": unfixed,
-                "novel_view_validation_psnr": novel_fixed, "novel_view_validation_psnr_unfixed": novel_unfixed,
-            }  # fmt: skip
+            record = {"fixer": str(folder), "used": use, "postprocess": postprocess}
+            kinds = (("", None), ("novel_view_", NOVEL_VIEW_STRATEGIES), ("own_view_", OWN_VIEW_STRATEGIES))
+            for prefix, strategies in kinds:
+                fixed, unfixed = self_fixer_validation(folder, strategies) or (None, None)
+                record.update({f"{prefix}validation_psnr": fixed, f"{prefix}validation_psnr_unfixed": unfixed})
             self._output_dir.mkdir(parents=True, exist_ok=True)
             (self._output_dir / SELF_FIXER_DECISION).write_text(json.dumps(record, indent=1))
         if use or postprocess:
@@ -168,26 +166,31 @@ class DifixPipeline(VanillaPipeline):
     def _self_fixer_gates(self, folder: Path) -> Tuple[bool, bool]:
         """(use the self fixer in the progressive update, in post-processing): each stage only if the fixer beats
         doing nothing on the validation pairs like the renders that stage fixes. The update fixes views the model
-        never saw (the held-out views of the leave-out folds); post-processing fixes any render, near-perfect ones
-        at the training views included (all validation pairs)."""
-        from difix_ns.training.self_fixer import NOVEL_VIEW_STRATEGIES, self_fixer_validation
+        never saw: the held-out views of the leave-out folds. Post-processing fixes any render of a model that fits
+        its training views: it must gain on all validation pairs and lose nothing on the renders of the folds' own
+        views among them (each check on all pairs when there are no pairs of that kind)."""
+        from difix_ns.training.self_fixer import NOVEL_VIEW_STRATEGIES, OWN_VIEW_STRATEGIES, self_fixer_validation
 
         if not self.config.self_fixer.require_gain:
             return True, True
-        gates = []
-        for stage, strategies in (("progressive update", NOVEL_VIEW_STRATEGIES), ("post-processing", None)):
+        checks = (
+            ("progressive update", NOVEL_VIEW_STRATEGIES, "held-out-view validation pairs"),
+            ("post-processing", None, "validation pairs"),
+            ("post-processing", OWN_VIEW_STRATEGIES, "validation pairs of the folds' own views"),
+        )
+        helps = {}
+        for stage, strategies, pairs in checks:
             scores = self_fixer_validation(folder, strategies)
-            helps = scores is None or scores[0] > scores[1]
-            if not helps:
-                pairs = "held-out-view validation pairs" if strategies else "validation pairs"
+            gain = scores is None or scores[0] > scores[1]
+            if not gain and helps.get(stage, True):
                 CONSOLE.log(
                     f"[yellow]difix: the self fixer does not beat doing nothing on its {pairs} (PSNR {scores[0]:.2f} "
                     f"dB fixed vs {scores[1]:.2f} dB unfixed): no fixer in the {stage}"
-                    + (" (no pseudo views)" if strategies else "")
+                    + (" (no pseudo views)" if stage == "progressive update" else ": renders are left as they are")
                     + " (--pipeline.self-fixer.require-gain False keeps it)"
                 )
-            gates.append(helps)
-        return gates[0], gates[1]
+            helps[stage] = helps.get(stage, True) and gain
+        return helps["progressive update"], helps["post-processing"]
 
     def settle_fixer(self, run_dir: Path) -> None:
         """Before the first training step: remember the run folder (pseudo views are written there) and make the

@@ -403,11 +403,17 @@ def _rejected_fixer_notes(results: dict) -> List[str]:
                 "train as their base method."
             )
         elif not record.get("postprocess", True):
+            kinds = (("all its validation pairs", ""), ("those of the folds' own views", "own_view_"))
+            failed = [
+                f"{kind}{scores(record, prefix)}"
+                for kind, prefix in kinds
+                if record.get(f"{prefix}validation_psnr") is None
+                or record[f"{prefix}validation_psnr"] <= record[f"{prefix}validation_psnr_unfixed"]
+            ]
             notes[run["scene"]] = (
                 f"{run['scene']}: the self fixer beat doing nothing on its held-out-view validation pairs"
-                f"{scores(record, 'novel_view_')} but not on all of them, renders of the folds' own views "
-                f"included{scores(record, '')}: the difix runs used it in the progressive update, and "
-                "post-processing left their renders as they were."
+                f"{scores(record, 'novel_view_')} but not on {' nor on '.join(failed)}: the difix runs used it in the "
+                "progressive update, and post-processing left their renders as they were."
             )
     return list(notes.values())
 

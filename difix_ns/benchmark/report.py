@@ -70,8 +70,8 @@ RESULTS_SCHEMA = {
                         "type": "object",
                         "description": "the run's `self` fixer and the stages that kept it: `used` by the "
                         "progressive update (it beat doing nothing on its held-out-view validation pairs; else the run "
-                        "trained with no pseudo views), `postprocess` (on all its validation pairs; else "
-                        "post-processing left renders unchanged)",
+                        "trained with no pseudo views), `postprocess` (on all its validation pairs and on those of the "
+                        "folds' own views; else post-processing left renders unchanged)",
                         "required": ["used"],
                         "properties": {
                             "used": {"type": "boolean"},
@@ -80,6 +80,8 @@ RESULTS_SCHEMA = {
                             "validation_psnr_unfixed": {"type": ["number", "null"]},
                             "novel_view_validation_psnr": {"type": ["number", "null"]},
                             "novel_view_validation_psnr_unfixed": {"type": ["number", "null"]},
+                            "own_view_validation_psnr": {"type": ["number", "null"]},
+                            "own_view_validation_psnr_unfixed": {"type": ["number", "null"]},
                         },
                     },
                     "views": {

@@ -131,13 +131,20 @@ def test_a_rejected_self_fixer_is_named_in_the_report(benchmark_run):
     assert _rejected_fixer_notes(results) == []
     # kept by the progressive update, not by post-processing: the report says which stage went without it
     update_only = dict(rejected, used=True, postprocess=False, novel_view_validation_psnr=20.73,
-                       novel_view_validation_psnr_unfixed=19.80)  # fmt: skip
+                       novel_view_validation_psnr_unfixed=19.80, own_view_validation_psnr=26.06,
+                       own_view_validation_psnr_unfixed=30.19)  # fmt: skip
     for run in results["runs"][1:]:
         run["self_fixer"] = update_only
     validate_results(results)
     (note,) = _rejected_fixer_notes(results)
     assert "held-out-view validation pairs (PSNR 20.73 dB fixed vs 19.80 dB)" in note
-    assert "(PSNR 24.26 dB fixed vs 26.66 dB)" in note and "post-processing left their renders as they were" in note
+    assert "(PSNR 24.26 dB fixed vs 26.66 dB)" in note and "own views (PSNR 26.06 dB fixed vs 30.19 dB)" in note
+    assert "post-processing left their renders as they were" in note
+    for run in results["runs"][1:]:  # fruit: a gain on all pairs, a loss on the folds' own views only
+        run["self_fixer"] = dict(update_only, validation_psnr=17.03, validation_psnr_unfixed=16.14)
+    (note,) = _rejected_fixer_notes(results)
+    assert "but not on those of the folds' own views (PSNR 26.06 dB fixed vs 30.19 dB):" in note
+    assert "all its validation pairs" not in note
     results["runs"][1]["self_fixer"] = {"used": "no"}
     with pytest.raises(jsonschema.ValidationError):
         validate_results(results)
