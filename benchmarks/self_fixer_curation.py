@@ -49,8 +49,9 @@ def _underfit_fixer(bench: Path, scene: str, work: Path, options: dict) -> Path:
     if not (folder / "pairs").exists():
         shutil.copytree(bench / "runs" / scene / "self_fixer" / "pairs", folder / "pairs", symlinks=True)
     budget = self_fixer_config(
-        options["iters"], options["self_fixer_seconds"], options.get("self_fixer_iters"), options.get("self_fixer_steps")
-    )
+        options["iters"], options["self_fixer_seconds"], options.get("self_fixer_iters"),
+        options.get("self_fixer_steps"),
+    )  # fmt: skip
     config = replace(budget, strategies=("leave-out", "underfit"))
     return train_self_fixer(bench / "splits" / scene, folder, config)
 

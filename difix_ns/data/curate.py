@@ -30,7 +30,8 @@ Output folder: `manifest.jsonl` (one JSON object per triplet: paths relative to 
 `pairs/<unit>/step-N/*_{degraded,clean,reference,warped<k>,warpmask<k>}.png`, `units/<unit>/pairs.jsonl`
 (written last: a unit with this file is done and is kept as is on a re-run, so an interrupted run resumes; use a
 new folder after changing options), `units/<unit>/seconds.json` (what making the unit took), and
-`report.json` (skipped images, counts, disk use, each unit's seconds). Missing or unreadable training images are reported and skipped.
+`report.json` (skipped images, counts, disk use, each unit's seconds). Missing or unreadable training images are
+reported and skipped.
 """
 
 from __future__ import annotations

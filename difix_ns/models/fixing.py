@@ -275,7 +275,8 @@ class DifixFixingMixin:
             return outputs
         viewer = _viewer_render_thread()
         depth = self.render_z_depth(outputs, camera)
-        self._prefetch_reference_depths(camera, self.get_fixer().warped_references)  # renders while still locked
+        if self.fixing.postprocess_fixes:  # else fix_render returns the render: no reference depths to render
+            self._prefetch_reference_depths(camera, self.get_fixer().warped_references)  # renders while still locked
         with _released(viewer.viewer.train_lock if viewer is not None else None):  # type: ignore[attr-defined]
             fixed = self.fix_render(outputs["rgb"], camera, depth=depth)
         if viewer is not None:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Tuple
 
-__all__ = ["NOVEL_VIEW_STRATEGIES", "OWN_VIEW_STRATEGIES", "SelfFixerConfig", "self_fixer_validation", "train_self_fixer"]
+__all__ = [
+    "NOVEL_VIEW_STRATEGIES", "OWN_VIEW_STRATEGIES", "SelfFixerConfig", "self_fixer_validation", "train_self_fixer"
+]
 
 NOVEL_VIEW_STRATEGIES = ("leave-out",)
 """Curation strategies whose pairs are renders of views the reconstruction never saw: what the progressive update

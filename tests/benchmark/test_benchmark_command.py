@@ -194,7 +194,8 @@ def test_the_report_says_how_long_the_self_fixers_trained():
 
     # step-bounded by default: the same fixer whatever the machine's load
     assert BenchmarkConfig().self_fixer_steps == 400
-    assert self_fixer_budget_line(BenchmarkConfig()) == "The self fixers trained 400 NAFNet steps each (no time limit).\n\n"
+    line = self_fixer_budget_line(BenchmarkConfig())
+    assert line == "The self fixers trained 400 NAFNet steps each (no time limit).\n\n"
     timed = BenchmarkConfig(self_fixer_steps=None, self_fixer_seconds=45.0)
     assert "trained for 45 s each (their NAFNet steps follow the machine's load)" in self_fixer_budget_line(timed)
 
