@@ -145,16 +145,12 @@ class DifixPipeline(VanillaPipeline):
         """Make the self fixer in `folder` the model's fixer for the progressive update (`use`) and for
         post-processing (`postprocess`, default `use`); a stage where it did not beat doing nothing on its
         validation pairs gets the identity. The choice is written to the run folder (`SELF_FIXER_DECISION`)."""
-        from difix_ns.training.self_fixer import NOVEL_VIEW_STRATEGIES, OWN_VIEW_STRATEGIES, self_fixer_validation
+        from difix_ns.training.self_fixer import self_fixer_scores
 
         postprocess = use if postprocess is None else postprocess
         self.self_fixer_path, self.self_fixer_used, self.self_fixer_postprocess = Path(folder), use, postprocess
         if self._output_dir is not None:
-            record = {"fixer": str(folder), "used": use, "postprocess": postprocess}
-            kinds = (("", None), ("novel_view_", NOVEL_VIEW_STRATEGIES), ("own_view_", OWN_VIEW_STRATEGIES))
-            for prefix, strategies in kinds:
-                fixed, unfixed = self_fixer_validation(folder, strategies) or (None, None)
-                record.update({f"{prefix}validation_psnr": fixed, f"{prefix}validation_psnr_unfixed": unfixed})
+            record = {"fixer": str(folder), "used": use, "postprocess": postprocess, **self_fixer_scores(folder)}
             self._output_dir.mkdir(parents=True, exist_ok=True)
             (self._output_dir / SELF_FIXER_DECISION).write_text(json.dumps(record, indent=1))
         if use or postprocess:
@@ -164,33 +160,26 @@ class DifixPipeline(VanillaPipeline):
         self.model.set_fixer(config.setup(), postprocess=postprocess)
 
     def _self_fixer_gates(self, folder: Path) -> Tuple[bool, bool]:
-        """(use the self fixer in the progressive update, in post-processing): each stage only if the fixer beats
-        doing nothing on the validation pairs like the renders that stage fixes. The update fixes views the model
-        never saw: the held-out views of the leave-out folds. Post-processing fixes any render of a model that fits
-        its training views: it must gain on all validation pairs and lose nothing on the renders of the folds' own
-        views among them (each check on all pairs when there are no pairs of that kind)."""
-        from difix_ns.training.self_fixer import NOVEL_VIEW_STRATEGIES, OWN_VIEW_STRATEGIES, self_fixer_validation
+        """(use the self fixer in the progressive update, in post-processing): each stage only if the fixer passes
+        that stage's checks (`SELF_FIXER_CHECKS`: it beats doing nothing on validation pairs like the renders the
+        stage fixes)."""
+        from difix_ns.training.self_fixer import failed_self_fixer_checks, self_fixer_scores
 
         if not self.config.self_fixer.require_gain:
             return True, True
-        checks = (
-            ("progressive update", NOVEL_VIEW_STRATEGIES, "held-out-view validation pairs"),
-            ("post-processing", None, "validation pairs"),
-            ("post-processing", OWN_VIEW_STRATEGIES, "validation pairs of the folds' own views"),
-        )
-        helps = {}
-        for stage, strategies, pairs in checks:
-            scores = self_fixer_validation(folder, strategies)
-            gain = scores is None or scores[0] > scores[1]
-            if not gain and helps.get(stage, True):
-                CONSOLE.log(
-                    f"[yellow]difix: the self fixer does not beat doing nothing on its {pairs} (PSNR {scores[0]:.2f} "
-                    f"dB fixed vs {scores[1]:.2f} dB unfixed): no fixer in the {stage}"
-                    + (" (no pseudo views)" if stage == "progressive update" else ": renders are left as they are")
-                    + " (--pipeline.self-fixer.require-gain False keeps it)"
-                )
-            helps[stage] = helps.get(stage, True) and gain
-        return helps["progressive update"], helps["post-processing"]
+        scores = self_fixer_scores(folder)
+        failed = failed_self_fixer_checks(scores)
+        for check in failed:
+            fixed, unfixed = (scores[f"{check.prefix}validation_psnr{end}"] for end in ("", "_unfixed"))
+            stage = "progressive update (no pseudo views)" if check.stage == "update" else "post-processing"
+            CONSOLE.log(
+                f"[yellow]difix: the self fixer does not beat doing nothing on {check.pairs} (PSNR {fixed:.2f} dB "
+                f"fixed vs {unfixed:.2f} dB unfixed): no fixer in the {stage}"
+                + ("" if check.stage == "update" else ": renders are left as they are")
+                + " (--pipeline.self-fixer.require-gain False keeps it)"
+            )
+        stages = {check.stage for check in failed}
+        return "update" not in stages, "postprocess" not in stages
 
     def settle_fixer(self, run_dir: Path) -> None:
         """Before the first training step: remember the run folder (pseudo views are written there) and make the

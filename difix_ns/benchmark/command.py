@@ -384,13 +384,19 @@ def _self_fixer_record(run: dict) -> dict:
 
 
 def _rejected_fixer_notes(results: dict) -> List[str]:
-    """One line per scene whose difix runs did without their self fixer in a stage (it lost to doing nothing on
-    the validation pairs of that stage)."""
+    """One line per scene whose difix runs did without their self fixer in a stage, naming the checks it failed
+    (`SELF_FIXER_CHECKS`; a record older than the per-stage checks was judged on all its validation pairs)."""
+    from difix_ns.training.self_fixer import SELF_FIXER_CHECKS, failed_self_fixer_checks
 
     def scores(record: dict, prefix: str) -> str:
         fixed, unfixed = record.get(f"{prefix}validation_psnr"), record.get(f"{prefix}validation_psnr_unfixed")
         return "" if fixed is None or unfixed is None else f" (PSNR {fixed:.2f} dB fixed vs {unfixed:.2f} dB)"
 
+    def failed(record: dict, stage: str) -> str:
+        checks = failed_self_fixer_checks(record, stage) or [c for c in SELF_FIXER_CHECKS if c.prefix == ""]
+        return " nor on ".join(f"{check.pairs}{scores(record, check.prefix)}" for check in checks)
+
+    (update,) = (check for check in SELF_FIXER_CHECKS if check.stage == "update")
     notes = {}
     for run in results["runs"]:
         record = run.get("self_fixer")
@@ -398,22 +404,14 @@ def _rejected_fixer_notes(results: dict) -> List[str]:
             continue
         if not record["used"]:
             notes[run["scene"]] = (
-                f"{run['scene']}: the self fixer did not beat doing nothing on its validation pairs"
-                f"{scores(record, '')}, so the difix runs used the identity fixer and made no pseudo views: they "
-                "train as their base method."
+                f"{run['scene']}: the self fixer did not beat doing nothing on {failed(record, 'update')}, so the "
+                "difix runs used the identity fixer and made no pseudo views: they train as their base method."
             )
         elif not record.get("postprocess", True):
-            kinds = (("all its validation pairs", ""), ("those of the folds' own views", "own_view_"))
-            failed = [
-                f"{kind}{scores(record, prefix)}"
-                for kind, prefix in kinds
-                if record.get(f"{prefix}validation_psnr") is None
-                or record[f"{prefix}validation_psnr"] <= record[f"{prefix}validation_psnr_unfixed"]
-            ]
             notes[run["scene"]] = (
-                f"{run['scene']}: the self fixer beat doing nothing on its held-out-view validation pairs"
-                f"{scores(record, 'novel_view_')} but not on {' nor on '.join(failed)}: the difix runs used it in the "
-                "progressive update, and post-processing left their renders as they were."
+                f"{run['scene']}: the self fixer beat doing nothing on {update.pairs}{scores(record, update.prefix)}"
+                f" but not on {failed(record, 'postprocess')}: the difix runs used it in the progressive update, and "
+                "post-processing left their renders as they were."
             )
     return list(notes.values())
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional, Tuple
+from typing import Dict, List, Literal, Optional, Tuple
 
 __all__ = [
-    "NOVEL_VIEW_STRATEGIES", "OWN_VIEW_STRATEGIES", "SelfFixerConfig", "self_fixer_validation", "train_self_fixer"
-]
+    "NOVEL_VIEW_STRATEGIES", "OWN_VIEW_STRATEGIES", "SELF_FIXER_CHECKS", "SelfFixerCheck", "SelfFixerConfig",
+    "failed_self_fixer_checks", "self_fixer_scores", "self_fixer_validation", "train_self_fixer",
+]  # fmt: skip
 
 NOVEL_VIEW_STRATEGIES = ("leave-out",)
 """Curation strategies whose pairs are renders of views the reconstruction never saw: what the progressive update
@@ -23,6 +24,32 @@ fixes."""
 OWN_VIEW_STRATEGIES = ("leave-out-own", "underfit")
 """Curation strategies whose pairs are renders of views the reconstruction trained on (under-fit, and near-perfect
 at its full budget): renders post-processing must not make worse."""
+
+
+@dataclass(frozen=True)
+class SelfFixerCheck:
+    """One check a self fixer must pass before a stage uses it: beat doing nothing on some of its validation
+    pairs."""
+
+    stage: Literal["update", "postprocess"]
+    """The stage it gates: the progressive update or post-processing."""
+    prefix: str
+    """Prefix of its scores in a decision record (`{prefix}validation_psnr`, `{prefix}validation_psnr_unfixed`)."""
+    strategies: Optional[Tuple[str, ...]]
+    """Curation strategies of its pairs (None: all pairs; all pairs too when the fixer has none of these)."""
+    pairs: str
+    """Its pairs, in words."""
+
+
+SELF_FIXER_CHECKS = (
+    # The update fixes views the model never saw: the held-out views of the leave-out folds.
+    SelfFixerCheck("update", "novel_view_", NOVEL_VIEW_STRATEGIES, "its held-out-view validation pairs"),
+    # Post-processing fixes any render of a model that fits its training views: gain on all pairs, and lose
+    # nothing on near-perfect renders (beer's fixer took them from 39 dB to 30.6 dB).
+    SelfFixerCheck("postprocess", "", None, "all its validation pairs"),
+    SelfFixerCheck("postprocess", "own_view_", OWN_VIEW_STRATEGIES, "the validation pairs of the folds' own views"),
+)
+"""Every check of the self fixer, in the order they are reported."""
 
 
 @dataclass(frozen=True)
@@ -136,3 +163,25 @@ def self_fixer_validation(
     if "psnr" not in validation or "psnr_degraded" not in validation:
         return None
     return float(validation["psnr"]), float(validation["psnr_degraded"])
+
+
+def self_fixer_scores(fixer_dir: Path) -> Dict[str, Optional[float]]:
+    """The scores of every check in `SELF_FIXER_CHECKS` (None where the fixer has no validation), keyed as in a
+    decision record."""
+    scores: Dict[str, Optional[float]] = {}
+    for check in SELF_FIXER_CHECKS:
+        fixed, unfixed = self_fixer_validation(fixer_dir, check.strategies) or (None, None)
+        scores.update({f"{check.prefix}validation_psnr": fixed, f"{check.prefix}validation_psnr_unfixed": unfixed})
+    return scores
+
+
+def failed_self_fixer_checks(scores: dict, stage: Optional[str] = None) -> List[SelfFixerCheck]:
+    """The checks (of `stage`, or all) whose scores in `scores` (as `self_fixer_scores` gives them) show no gain
+    over doing nothing; a check without scores (no validation, an older record) passes."""
+    failed = []
+    for check in SELF_FIXER_CHECKS:
+        fixed = scores.get(f"{check.prefix}validation_psnr")
+        unfixed = scores.get(f"{check.prefix}validation_psnr_unfixed")
+        if (stage is None or check.stage == stage) and fixed is not None and unfixed is not None and fixed <= unfixed:
+            failed.append(check)
+    return failed
