@@ -273,10 +273,11 @@ def test_the_checked_in_default_benchmark_follows_the_schema_and_covers_the_defa
 
 def test_the_difix_methods_update_every_eighth_of_the_budget():
     """7 progressive updates per run (chosen against 3 on the synthetic scenes and the fruit capture, same fixers);
-    the baselines get the same schedule otherwise."""
+    each update's pseudo views join the earlier ones; the baselines get the same schedule otherwise."""
     from difix_ns.benchmark.methods import METHODS, budget_args
 
     difix = budget_args(METHODS["difix-splatfacto"], 1000, cpu=True)
     plain = budget_args(METHODS["splatfacto"], 1000, cpu=True)
     assert "--pipeline.progressive.fix-start=125" in difix and "--pipeline.progressive.fix-every=125" in difix
+    assert "--pipeline.progressive.accumulate=True" in difix, "each update's pseudo views join the earlier ones"
     assert [a for a in difix if "progressive" not in a] == plain
