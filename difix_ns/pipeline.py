@@ -141,16 +141,20 @@ class DifixPipeline(VanillaPipeline):
     def _needs_self_fixer(self) -> bool:
         return self._self_backend() and self.model.config.fixer.checkpoint is None
 
-    def _use_self_fixer(self, folder: Path, use: bool = True, postprocess: Optional[bool] = None) -> None:
+    def _use_self_fixer(
+        self, folder: Path, use: bool = True, postprocess: Optional[bool] = None, scores: Optional[dict] = None
+    ) -> None:
         """Make the self fixer in `folder` the model's fixer for the progressive update (`use`) and for
         post-processing (`postprocess`, default `use`); a stage where it did not beat doing nothing on its
-        validation pairs gets the identity. The choice is written to the run folder (`SELF_FIXER_DECISION`)."""
+        validation pairs gets the identity. The choice and the fixer's `scores` (read from `folder` when not
+        given) are written to the run folder (`SELF_FIXER_DECISION`)."""
         from difix_ns.training.self_fixer import self_fixer_scores
 
         postprocess = use if postprocess is None else postprocess
         self.self_fixer_path, self.self_fixer_used, self.self_fixer_postprocess = Path(folder), use, postprocess
         if self._output_dir is not None:
-            record = {"fixer": str(folder), "used": use, "postprocess": postprocess, **self_fixer_scores(folder)}
+            scores = self_fixer_scores(folder) if scores is None else scores
+            record = {"fixer": str(folder), "used": use, "postprocess": postprocess, **scores}
             self._output_dir.mkdir(parents=True, exist_ok=True)
             (self._output_dir / SELF_FIXER_DECISION).write_text(json.dumps(record, indent=1))
         if use or postprocess:
@@ -159,15 +163,21 @@ class DifixPipeline(VanillaPipeline):
             config = dataclasses.replace(self.model.config.fixer, backend="identity", checkpoint=None)
         self.model.set_fixer(config.setup(), postprocess=postprocess)
 
-    def _self_fixer_gates(self, folder: Path) -> Tuple[bool, bool]:
-        """(use the self fixer in the progressive update, in post-processing): each stage only if the fixer passes
-        that stage's checks (`SELF_FIXER_CHECKS`: it beats doing nothing on validation pairs like the renders the
-        stage fixes)."""
-        from difix_ns.training.self_fixer import failed_self_fixer_checks, self_fixer_scores
+    def _adopt_self_fixer(self, folder: Path) -> None:
+        """Use the self fixer in `folder` in the stages whose checks it passes (`_self_fixer_gates`)."""
+        from difix_ns.training.self_fixer import self_fixer_scores
+
+        scores = self_fixer_scores(folder)
+        self._use_self_fixer(folder, *self._self_fixer_gates(scores), scores=scores)
+
+    def _self_fixer_gates(self, scores: dict) -> Tuple[bool, bool]:
+        """(use the self fixer in the progressive update, in post-processing), from its `scores`
+        (`self_fixer_scores`): each stage only if the fixer passes that stage's checks (`SELF_FIXER_CHECKS`: it
+        beats doing nothing on validation pairs like the renders the stage fixes)."""
+        from difix_ns.training.self_fixer import failed_self_fixer_checks
 
         if not self.config.self_fixer.require_gain:
             return True, True
-        scores = self_fixer_scores(folder)
         failed = failed_self_fixer_checks(scores)
         for check in failed:
             fixed, unfixed = (scores[f"{check.prefix}validation_psnr{end}"] for end in ("", "_unfixed"))
@@ -193,12 +203,12 @@ class DifixPipeline(VanillaPipeline):
             return
         if self.model.config.fixer.checkpoint is not None:  # made elsewhere (the benchmark shares one per scene)
             folder = Path(self.model.config.fixer.checkpoint)
-            self._use_self_fixer(folder, *self._self_fixer_gates(folder))
+            self._adopt_self_fixer(folder)
             return
         data = Path(self.datamanager.dataparser.config.data)
         CONSOLE.log(f"difix: the self fixer, trained on the training views of {data} (before the first step)")
         folder = train_self_fixer(data, self._output_dir / SELF_FIXER_FOLDER, self.config.self_fixer)
-        self._use_self_fixer(folder, *self._self_fixer_gates(folder))
+        self._adopt_self_fixer(folder)
 
     # ---------------------------------------------------------------- the update
     def run_progressive_update(self, step: int) -> ProgressiveState:

@@ -72,7 +72,7 @@ def test_ns_train_with_a_bad_checkpoint_stops_before_the_data_and_model(synth_sc
 
 def test_a_self_fixer_that_does_not_beat_doing_nothing_is_replaced_by_identity(tmp_path):
     from difix_ns.pipeline import DifixPipeline
-    from difix_ns.training.self_fixer import self_fixer_validation
+    from difix_ns.training.self_fixer import self_fixer_scores, self_fixer_validation
 
     fixer_dir = tmp_path / "train" / "fixer"
     fixer_dir.mkdir(parents=True)
@@ -83,9 +83,9 @@ def test_a_self_fixer_that_does_not_beat_doing_nothing_is_replaced_by_identity(t
         (tmp_path / "train" / "summary.json").write_text(json.dumps(summary))
         assert self_fixer_validation(fixer_dir) == (fixed, unfixed)
         # a summary without per-strategy validation (fixers made before it): both stages judged on all pairs
-        assert DifixPipeline._self_fixer_gates(pipeline, fixer_dir) == (helps, helps)
+        assert DifixPipeline._self_fixer_gates(pipeline, self_fixer_scores(fixer_dir)) == (helps, helps)
     pipeline.config.self_fixer.require_gain = False
-    assert DifixPipeline._self_fixer_gates(pipeline, fixer_dir) == (True, True)
+    assert DifixPipeline._self_fixer_gates(pipeline, self_fixer_scores(fixer_dir)) == (True, True)
 
 
 def _hub_cache_with(folder: Path, cache: Path, repo: str = "nvidia/difix_ref") -> None:
