@@ -22,7 +22,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 __all__ = ["TrainFixerConfig", "train_fixer", "validate_fixer", "weights_digest"]
 
@@ -247,12 +247,17 @@ def _fix_args(batch: Dict[str, Any], use_reference: bool) -> Tuple[Any, Any, Any
 def validate_fixer(fixer: Any, dataset: Any, use_reference: bool, device: Any) -> Dict[str, float]:
     """Mean PSNR/SSIM of fixed vs clean, and of degraded vs clean (the baseline), over full validation images
     (with their warped references when the dataset has them)."""
+    return _mean_scores(validation_per_pair(fixer, dataset, use_reference, device))
+
+
+def validation_per_pair(fixer: Any, dataset: Any, use_reference: bool, device: Any) -> List[Dict[str, float]]:
+    """`validate_fixer`'s scores of each pair of `dataset`, in order."""
     import torch
 
     from difix_ns.metrics import psnr
     from difix_ns.training.losses import ssim
 
-    sums = {"psnr": 0.0, "ssim": 0.0, "psnr_degraded": 0.0, "ssim_degraded": 0.0}
+    scores = []
     was_training = fixer.training
     fixer.eval()
     with torch.no_grad():
@@ -261,12 +266,21 @@ def validate_fixer(fixer: Any, dataset: Any, use_reference: bool, device: Any) -
             degraded, refs, warped = _fix_args(item, use_reference)
             clean = item["clean"]
             fixed = fixer(degraded, refs, warped).clamp(0, 1)
-            sums["psnr"] += psnr(fixed, clean)
-            sums["ssim"] += float(ssim(fixed, clean).mean())
-            sums["psnr_degraded"] += psnr(degraded, clean)
-            sums["ssim_degraded"] += float(ssim(degraded, clean).mean())
+            scores.append(
+                {
+                    "psnr": psnr(fixed, clean),
+                    "ssim": float(ssim(fixed, clean).mean()),
+                    "psnr_degraded": psnr(degraded, clean),
+                    "ssim_degraded": float(ssim(degraded, clean).mean()),
+                }
+            )
     fixer.train(was_training)
-    return {k: v / max(len(dataset), 1) for k, v in sums.items()}
+    return scores
+
+
+def _mean_scores(scores: Sequence[Dict[str, float]]) -> Dict[str, float]:
+    keys = ("psnr", "ssim", "psnr_degraded", "ssim_degraded")
+    return {k: sum(float(s[k]) for s in scores) / max(len(scores), 1) for k in keys}
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -406,7 +420,8 @@ def _train_loop(session: _Session, step: int, start: float) -> Dict[str, Any]:
     """Train from `step` to `config.steps` or the time budget, with logging, validation and checkpoints."""
     config, accelerator = session.config, session.accelerator
     history: List[Dict[str, float]] = []
-    val_metrics: Dict[str, float] = {}
+    val_scores: List[Dict[str, float]] = []  # per validation pair, at `val_step`
+    val_step = -1
     batches = _batches(session.loader)
     last_saved, spent = step, False
     while step < config.steps:
@@ -417,7 +432,8 @@ def _train_loop(session: _Session, step: int, start: float) -> Dict[str, Any]:
             accelerator.log(logs, step=step)
             history.append({"step": step, **{k.split("/")[1]: v for k, v in logs.items()}})
         if session.num_val and (step % config.val_every == 0):
-            val_metrics = _validate(accelerator, session.model, session.val_set, session.use_reference, step)
+            val_scores = _validate(accelerator, session.model, session.val_set, session.use_reference, step)
+            val_step = step
         if step % config.save_every == 0:
             _save_checkpoint(session, step)
             last_saved = step
@@ -425,30 +441,22 @@ def _train_loop(session: _Session, step: int, start: float) -> Dict[str, Any]:
             accelerator.print(f"train-fixer: time budget of {config.max_seconds:g} s reached at step {step}")
             spent = True
             break
-    if session.num_val and step % config.val_every != 0:
-        val_metrics = _validate(accelerator, session.model, session.val_set, session.use_reference, step)
+    if session.num_val and val_step != step:
+        val_scores = _validate(accelerator, session.model, session.val_set, session.use_reference, step)
     if last_saved != step or spent:
         _save_checkpoint(session, step, time_budget_spent=spent)
-    return {"step": step, "history": history, "validation": val_metrics}
+    validation = _mean_scores(val_scores) if val_scores else {}
+    return {"step": step, "history": history, "validation": validation, "validation_per_pair": val_scores}
 
 
-def _validation_by_strategy(session: _Session, fixer: Any) -> Dict[str, Dict[str, float]]:
-    """The trained fixer's validation per curation strategy ({strategy: metrics and `pairs`}): held-out views and
-    a reconstruction's own views are different renders, and the self fixer's gates judge each stage of a run on
-    the renders it meets."""
-    from difix_ns.training.pairs import PairDataset
-
-    groups: Dict[str, List[dict]] = {}
-    for record in session.val_set.records:
-        groups.setdefault(str(record.get("strategy", "unknown")), []).append(record)
-    device, warped = session.accelerator.device, session.config.warped_references
-    return {
-        strategy: {
-            **validate_fixer(fixer, PairDataset(records, warped_references=warped), session.use_reference, device),
-            "pairs": len(records),
-        }
-        for strategy, records in sorted(groups.items())
-    }
+def _validation_by_strategy(session: _Session, scores: Sequence[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+    """The final validation's `scores` (one per validation pair) per curation strategy ({strategy: mean metrics and
+    `pairs`}): held-out views and a reconstruction's own views are different renders, and the self fixer's gates
+    judge each stage of a run on the renders it meets."""
+    groups: Dict[str, List[Dict[str, float]]] = {}
+    for record, score in zip(session.val_set.records, scores):
+        groups.setdefault(str(record.get("strategy", "unknown")), []).append(score)
+    return {strategy: {**_mean_scores(group), "pairs": len(group)} for strategy, group in sorted(groups.items())}
 
 
 def _export(session: _Session, result: Dict[str, Any], start: float) -> Path:
@@ -474,7 +482,7 @@ def _export(session: _Session, result: Dict[str, Any], start: float) -> Path:
             "val_pairs": session.num_val,
             "warped_references": session.config.warped_references,
             "validation": result["validation"],
-            "validation_by_strategy": _validation_by_strategy(session, unwrapped),
+            "validation_by_strategy": _validation_by_strategy(session, result["validation_per_pair"]),
             "history": result["history"],
             "fixer": str(fixer_dir),
         }
@@ -500,10 +508,12 @@ def train_fixer(config: TrainFixerConfig) -> Path:
     return _export(session, result, start)
 
 
-def _validate(accelerator: Any, model: Any, val_set: Any, use_reference: bool, step: int) -> Dict[str, float]:
-    metrics: Dict[str, float] = {}
+def _validate(accelerator: Any, model: Any, val_set: Any, use_reference: bool, step: int) -> List[Dict[str, float]]:
+    """Validation scores per pair (main process; other ranks get []), logged and printed as their mean."""
+    scores: List[Dict[str, float]] = []
     if accelerator.is_main_process:
-        metrics = validate_fixer(accelerator.unwrap_model(model), val_set, use_reference, accelerator.device)
+        scores = validation_per_pair(accelerator.unwrap_model(model), val_set, use_reference, accelerator.device)
+        metrics = _mean_scores(scores)
         accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
         accelerator.print(
             f"train-fixer: step {step} validation PSNR {metrics['psnr']:.2f} dB "
@@ -511,7 +521,7 @@ def _validate(accelerator: Any, model: Any, val_set: Any, use_reference: bool, s
             f"SSIM {metrics['ssim']:.4f} (degraded {metrics['ssim_degraded']:.4f})"
         )
     accelerator.wait_for_everyone()
-    return metrics
+    return scores
 
 
 def _entrypoint() -> None:
