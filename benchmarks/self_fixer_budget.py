@@ -79,8 +79,8 @@ def _row(results: dict, folder: Path) -> Dict[str, object]:
         "gains": {},
     }
     for pair, key, group in _COLUMNS:
-        per_scene = gains(results, [pair], key)[pair].get(group, {})
-        row["gains"][f"{pair[0]} over {pair[1]}: {key} {group}"] = mean(per_scene.values())
+        per_scene = gains(results, [pair], key)[pair].get(group, {})  # empty: no view in that bin (beer's far)
+        row["gains"][f"{pair[0]} over {pair[1]}: {key} {group}"] = mean(per_scene.values()) if per_scene else None
     return row
 
 
@@ -91,7 +91,7 @@ def _gain_headers() -> List[str]:
 
 def _gain_cells(row: Dict[str, object]) -> List[str]:
     """Report cells of a `_row`'s gains (dB to 2 places, SSIM to 4)."""
-    return [f"{v:+.4f}" if "ssim" in k else f"{v:+.2f}" for k, v in row["gains"].items()]
+    return ["-" if v is None else f"{v:+.4f}" if "ssim" in k else f"{v:+.2f}" for k, v in row["gains"].items()]
 
 
 def _figure(rows: Dict[str, Dict[str, object]], path: Path) -> None:
