@@ -121,12 +121,18 @@ def _settings(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", type=_variant, nargs="+", required=True)
+    # the baseline's own: accepted so that the commands heading older reports still run
+    parser.add_argument("--seeds", type=int, nargs="+", help="must be the baseline's (read from it)")
+    parser.add_argument("--iters", type=int, help="must be the baseline's (read from it)")
     parser.add_argument("--baseline", type=Path, default=Path("benchmarks/results/sparse_synthetic"))
     parser.add_argument("--work", type=Path, default=Path("outputs/progressive_schedule"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/progressive_schedule"))
     args = parser.parse_args()
 
     baseline = json.loads((args.baseline / "results.json").read_text())
+    for name, given in (("seeds", args.seeds), ("iters", args.iters)):
+        if given is not None and given != baseline["config"][name]:
+            parser.error(f"--{name} {given} differs from the baseline's {baseline['config'][name]}: leave it out")
     rows = {}
     for name, options in args.variants:
         folder = args.baseline if not options else args.work / name
