@@ -14,11 +14,9 @@ Pseudo views (`difix_ns.progressive.PseudoViews`) are handed over with `set_pseu
 real views (nerfstudio's own lists and cameras stay untouched, so its reloads cannot drop them). While there are
 any, a share `pseudo_fraction` of the training signal comes from them:
 - full images: each step draws a pseudo view with probability `pseudo_fraction` (seeded); its batch has the fixed
-  image, `mask` (render alpha >= threshold), `difix_pseudo=True` and `difix_distance` (the view's distance to
-  the nearest training view, in training-camera spacings); its camera carries no `cam_idx`;
+  image, `mask` (render alpha >= threshold) and `difix_pseudo=True`; its camera carries no `cam_idx`;
 - rays: `pseudo_fraction` of each ray batch is sampled uniformly from the pseudo images; the batch gains
-  `difix_pseudo` [N], `difix_mask` [N, 1] and `difix_distance` [N] (their view's, as above; 0 for real rays), and
-  pseudo rays carry their nearest training view's camera index.
+  `difix_pseudo` [N] and `difix_mask` [N, 1], and pseudo rays carry their nearest training view's camera index.
 """
 
 from __future__ import annotations
@@ -45,7 +43,6 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataPars
 
 from difix_ns.data.validate import DatasetError, validate_dataset
 from difix_ns.errors import install_user_error_hook
-from difix_ns.progressive.poses import distances_in_spacings
 from difix_ns.progressive.state import PseudoViews
 
 __all__ = [
@@ -161,14 +158,10 @@ class _PseudoViewHolder:
         self.masks: List[Tensor] = []
         self.rng = random.Random(seed)
         self.unseen: List[int] = []
-        self.distances: Optional[Tensor] = None
         self.stacked: Optional[Tuple[Tensor, Tensor]] = None
 
-    def set(self, views: Optional[PseudoViews], device, training_poses: Tensor) -> None:
+    def set(self, views: Optional[PseudoViews], device) -> None:
         self.views = views if views is not None and len(views) > 0 else None
-        self.distances = None  # [P] each view's distance to the nearest training view, in spacings
-        if self.views is not None and training_poses.shape[0] >= 2:
-            self.distances = distances_in_spacings(self.views.cameras.camera_to_worlds, training_poses)
         self.images = [] if self.views is None else [im.to(device) for im in self.views.images]
         self.masks = [] if self.views is None else [m.to(device) for m in self.views.masks]
         self.stacked = None
@@ -214,7 +207,7 @@ class DifixFullImageDatamanager(ValidatedDatamanager, FullImageDatamanager, Gene
 
     def set_pseudo_views(self, views: Optional[PseudoViews]) -> None:
         """Replace the pseudo views (None or an empty set: none)."""
-        self._pseudo.set(views, self.device, self.train_dataset.cameras.camera_to_worlds)
+        self._pseudo.set(views, self.device)
 
     def training_image(self, index: int) -> Tensor:
         """Real training image `index` [H, W, 3] (uint8 or float), from the image cache."""
@@ -233,8 +226,6 @@ class DifixFullImageDatamanager(ValidatedDatamanager, FullImageDatamanager, Gene
             "image_idx": int(views.reference_indices[index]),
             "difix_pseudo": True,
         }
-        if self._pseudo.distances is not None:
-            data["difix_distance"] = self._pseudo.distances[index]
         return camera, data
 
 
@@ -285,7 +276,7 @@ class DifixVanillaDataManager(ValidatedDatamanager, VanillaDataManager, Generic[
 
     def set_pseudo_views(self, views: Optional[PseudoViews]) -> None:
         """Replace the pseudo views (None or an empty set: none)."""
-        self._pseudo.set(views, "cpu", self.train_dataset.cameras.camera_to_worlds)
+        self._pseudo.set(views, "cpu")
 
     def training_image(self, index: int) -> Tensor:
         """Real training image `index` [H, W, 3] float, read from the dataset."""
@@ -311,8 +302,6 @@ class DifixVanillaDataManager(ValidatedDatamanager, VanillaDataManager, Generic[
         bundle = cameras.generate_rays(camera_indices=view[:, None].to(self.device), coords=coords.to(self.device))
         bundle.camera_indices = views.reference_indices[view][:, None].to(self.device)
         batch = {"image": rgb.float().div(255.0).to(self.device), "difix_mask": mask.float().to(self.device)}
-        if self._pseudo.distances is not None:
-            batch["difix_distance"] = self._pseudo.distances[view].to(self.device)
         return bundle, batch
 
     def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
@@ -333,7 +322,5 @@ class DifixVanillaDataManager(ValidatedDatamanager, VanillaDataManager, Generic[
             "difix_pseudo": (torch.arange(total) >= num_real).to(device),
             "difix_mask": torch.cat([torch.ones(num_real, 1), pseudo_batch["difix_mask"].cpu()]).to(device),
         }
-        if "difix_distance" in pseudo_batch:  # real rays: 0 (their weight does not read it)
-            merged["difix_distance"] = torch.cat([torch.zeros(num_real), pseudo_batch["difix_distance"].cpu()]).to(device)
         merged.pop("indices", None)  # pixel indices of real images only; nerfacto does not use them
         return _cat_ray_bundles(ray_bundle[:num_real], pseudo_bundle), merged

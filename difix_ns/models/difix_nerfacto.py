@@ -43,8 +43,7 @@ class DifixNerfactoModel(DifixFixingMixin, OfflineMetricsMixin, NerfactoModel):
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         """Nerfacto's losses; with pseudo rays in the batch the RGB loss is a per-ray weighted mean
-        (weight 1 for real rays, `pseudo_loss_weight` * alpha mask for pseudo rays, ramped by their view's
-        `difix_distance` with `pseudo_loss_ramp`)."""
+        (weight 1 for real rays, `pseudo_loss_weight` * alpha mask for pseudo rays)."""
         loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
         if "difix_pseudo" not in batch:
             return loss_dict
@@ -55,8 +54,6 @@ class DifixNerfactoModel(DifixFixingMixin, OfflineMetricsMixin, NerfactoModel):
         )
         pseudo = batch["difix_pseudo"].to(self.device).reshape(-1)
         mask = batch["difix_mask"].to(self.device).reshape(-1).float()
-        distance = batch.get("difix_distance")
-        pseudo_weight = self._pseudo_weight(None if distance is None else distance.to(self.device).reshape(-1))
-        weight = torch.where(pseudo, pseudo_weight * mask, torch.ones_like(mask))
+        weight = torch.where(pseudo, self._pseudo_weight() * mask, torch.ones_like(mask))
         loss_dict["rgb_loss"] = (weight * ((gt_rgb - pred_rgb) ** 2).mean(dim=-1)).mean()
         return loss_dict

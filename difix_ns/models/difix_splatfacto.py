@@ -93,12 +93,11 @@ class DifixSplatfactoModel(DifixFixingMixin, OfflineMetricsMixin, SplatfactoMode
         self._setup_fixing()
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
-        """Splatfacto's losses; on a pseudo view the main loss is scaled by `pseudo_loss_weight` (ramped by the
-        view's `difix_distance` with `pseudo_loss_ramp`; its `mask`, the render's alpha >= threshold, is applied
-        by splatfacto like any mask)."""
+        """Splatfacto's losses; on a pseudo view the main loss is scaled by `pseudo_loss_weight` (its `mask`,
+        the render's alpha >= threshold, is applied by splatfacto like any mask)."""
         loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
         if batch.get("difix_pseudo", False):
-            loss_dict["main_loss"] = loss_dict["main_loss"] * self._pseudo_weight(batch.get("difix_distance"))
+            loss_dict["main_loss"] = loss_dict["main_loss"] * self._pseudo_weight()
         return loss_dict
 
     def _render_gaussians(self) -> Dict[str, Tensor]:

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Literal, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Literal, Optional, Tuple
 
 import torch
 from jaxtyping import Float
@@ -101,11 +101,6 @@ class DifixFixingConfig:
     compress --restorer` chooses it for a decompressed scene's restorer)."""
     pseudo_loss_weight: float = 0.3
     """Weight of the loss on pseudo views (pseudo rays in nerfacto), the paper's 0.3."""
-    pseudo_loss_ramp: float = 0.0
-    """A pseudo view closer to the nearest training view than this many training-camera spacings weighs
-    `pseudo_loss_weight` x distance / ramp (0: every pseudo view weighs `pseudo_loss_weight`). Near a training
-    view the render is already about as good as the reconstruction gets, and a fixed render there mostly carries
-    the fixer's own errors (the reason for `postprocess_blend`)."""
 
 
 @dataclass
@@ -141,8 +136,6 @@ class DifixFixingMixin:
             raise ValueError(f"postprocess_blend must be none or distance, got {self.config.postprocess_blend!r}")
         if not 0.0 <= self.config.postprocess_strength <= 1.0:
             raise ValueError(f"postprocess_strength must be in [0, 1], got {self.config.postprocess_strength}")
-        if self.config.pseudo_loss_ramp < 0.0:
-            raise ValueError(f"pseudo_loss_ramp must be >= 0, got {self.config.pseudo_loss_ramp}")
         self.fixing = FixingState()
         self.viewer_postprocess = ViewerCheckbox(
             "Difix post-processing",
@@ -263,12 +256,13 @@ class DifixFixingMixin:
 
     def _distance_weight(self, camera: Cameras) -> float:
         """min(1, distance to the nearest training view / training-camera spacing) (`postprocess_blend`)."""
-        from difix_ns.progressive.poses import distances_in_spacings
+        from difix_ns.progressive.poses import nearest_views
 
         views = self.fixing.training_views
         assert views is not None
-        c2w = camera.camera_to_worlds.reshape(-1, 3, 4)[:1]
-        return min(1.0, float(distances_in_spacings(c2w, views.poses, views.spacing)[0]))  # spacing: cached
+        c2w = camera.camera_to_worlds.reshape(-1, 3, 4)[:1].float().cpu()
+        distance = float(nearest_views(c2w, views.poses, 1)[1][0, 0])
+        return min(1.0, distance / max(views.spacing, 1e-9))  # spacing: computed once per set of views
 
     @torch.no_grad()
     def get_outputs_for_camera(
@@ -305,10 +299,5 @@ class DifixFixingMixin:
         return metrics, images
 
     # ---------------------------------------------------------------- pseudo views in the loss
-    def _pseudo_weight(self, distance: Optional[Tensor] = None) -> Union[float, Tensor]:
-        """`pseudo_loss_weight`, ramped by the pseudo views' `distance` [*] to the nearest training view (in
-        training-camera spacings, from the data manager) when `pseudo_loss_ramp` > 0."""
-        weight = float(self.config.pseudo_loss_weight)
-        if self.config.pseudo_loss_ramp <= 0.0 or distance is None:
-            return weight
-        return weight * (distance.float() / self.config.pseudo_loss_ramp).clamp(max=1.0)
+    def _pseudo_weight(self) -> float:
+        return float(self.config.pseudo_loss_weight)

@@ -7,7 +7,7 @@ normalisation). Pose distance = `translation_weight` * translation distance + `r
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Tuple, Union
 
 import torch
 from jaxtyping import Float, Int
@@ -15,7 +15,6 @@ from torch import Tensor
 
 __all__ = [
     "camera_spacing",
-    "distances_in_spacings",
     "interpolate_poses",
     "nearest_views",
     "path_lengths",
@@ -88,18 +87,6 @@ def camera_spacing(
     distances = pose_distances(poses, poses, translation_weight, rotation_weight)
     distances.fill_diagonal_(float("inf"))
     return float(distances.min(dim=1).values.median())
-
-
-def distances_in_spacings(
-    queries: Float[Tensor, "M 3 4"], poses: Float[Tensor, "N 3 4"], spacing: Optional[float] = None
-) -> Float[Tensor, "M"]:
-    """Distance from each query pose to its nearest pose in `poses`, in units of their spacing (`camera_spacing`
-    when `spacing` is None; unit weights). 0 at a training pose, 1 one typical step away from every one."""
-    _check_poses(queries, "queries")
-    if spacing is None:
-        spacing = camera_spacing(poses)
-    distance = nearest_views(queries[:, :3, :4].float().cpu(), poses[:, :3, :4].float().cpu(), 1)[1][:, 0]
-    return distance / max(spacing, 1e-9)
 
 
 def _slerp_rotations(

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from difix_ns.data.datamanagers import DifixFullImageDatamanager
-from difix_ns.progressive.poses import distances_in_spacings, pose_distances
+from difix_ns.progressive.poses import pose_distances
 
 from difix_training_helpers import SPLAT_FIX_EVERY, SPLAT_FIX_START, SPLAT_ITERATIONS, tiny_trainer_config, train
 
@@ -77,36 +77,6 @@ def test_pseudo_loss_is_weighted_and_masked(trained_splatfacto):
     a = model.get_loss_dict(outputs, {"image": image, "mask": mask, "difix_pseudo": True})["main_loss"]
     b = model.get_loss_dict(outputs, {"image": changed, "mask": mask, "difix_pseudo": True})["main_loss"]
     assert a.item() == pytest.approx(b.item(), rel=1e-5), "pixels with alpha < threshold must not count"
-
-
-def test_pseudo_views_carry_their_distance_and_the_ramp_scales_their_loss(trained_splatfacto, monkeypatch):
-    pipeline = trained_splatfacto["trainer"].pipeline
-    datamanager, model = pipeline.datamanager, pipeline.model
-    views = datamanager.pseudo_views
-    expected = distances_in_spacings(views.cameras.camera_to_worlds, datamanager.train_dataset.cameras.camera_to_worlds)
-    seen = {}
-    for _ in range(300):
-        camera, batch = datamanager.next_train(0)
-        if batch.get("difix_pseudo"):
-            match = (views.cameras.camera_to_worlds == camera.camera_to_worlds.cpu()).flatten(1).all(1).nonzero()
-            seen[int(match[0, 0])] = float(batch["difix_distance"])
-    assert seen and all(d == pytest.approx(float(expected[i])) for i, d in seen.items())
-
-    model.train()
-    size = 48 // model._get_downscale_factor()
-    image, mask = torch.rand(48, 48, 3), torch.ones(48, 48, 1, dtype=torch.bool)
-    outputs = {"rgb": torch.rand(size, size, 3), "background": torch.zeros(3)}
-    real = model.get_loss_dict(outputs, {"image": image})["main_loss"].item()
-
-    def pseudo_loss(distance: float) -> float:
-        batch = {"image": image, "mask": mask, "difix_pseudo": True, "difix_distance": torch.tensor(distance)}
-        return model.get_loss_dict(outputs, batch)["main_loss"].item()
-
-    assert pseudo_loss(0.1) == pytest.approx(0.3 * real, rel=1e-4), "ramp 0 (default): the distance is ignored"
-    monkeypatch.setattr(model.config, "pseudo_loss_ramp", 0.5)
-    assert pseudo_loss(0.1) == pytest.approx(0.3 * 0.2 * real, rel=1e-4)
-    assert pseudo_loss(0.0) == pytest.approx(0.0, abs=1e-8)
-    assert pseudo_loss(2.0) == pytest.approx(0.3 * real, rel=1e-4)
 
 
 def test_resume_restores_the_identical_pseudo_set_and_schedule(trained_splatfacto, synth_scene, tmp_path):

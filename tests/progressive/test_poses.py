@@ -9,7 +9,6 @@ import torch
 
 from difix_ns.progressive.poses import (
     camera_spacing,
-    distances_in_spacings,
     interpolate_poses,
     nearest_views,
     pose_distances,
@@ -96,12 +95,3 @@ def test_interpolate_poses_slerps_rotation_and_lerps_translation():
 def test_camera_spacing_is_the_median_nearest_neighbour_distance():
     poses = torch.stack([_pose(0.0, x) for x in (0.0, 1.0, 2.0, 4.0)])
     assert camera_spacing(poses) == pytest.approx(1.0)
-
-
-def test_distances_in_spacings_are_nearest_pose_distances_over_the_spacing():
-    poses = torch.stack([_pose(0.0, x) for x in (0.0, 1.0, 2.0, 4.0)])  # spacing 1
-    queries = torch.stack([_pose(0.0, 0.0), _pose(0.0, 2.5), _pose(0.0, 7.0), _pose(0.3, 1.0)])
-    assert distances_in_spacings(queries, poses).tolist() == pytest.approx([0.0, 0.5, 3.0, 0.3], abs=1e-5)
-    assert distances_in_spacings(queries, poses, spacing=2.0).tolist() == pytest.approx([0.0, 0.25, 1.5, 0.15], abs=1e-5)
-    with pytest.raises(ValueError, match="queries"):
-        distances_in_spacings(torch.zeros(2, 3), poses)
