@@ -24,7 +24,8 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
+from statistics import mean
+from typing import Dict, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -98,9 +99,13 @@ def _figure(rows: Dict[str, Dict[str, object]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / len(rows)
     for i, (name, row) in enumerate(rows.items()):
-        values = [row["gains"][f"{p[0]} over {p[1]}: {k} {g}"] for p, k, g in shown]
-        values = [np.nan if v is None else v for v in values]  # no view in that bin
-        ax.bar(np.arange(len(shown)) + i * width, values, width, label=name)
+        keys = [f"{p[0]} over {p[1]}: {k} {g}" for p, k, g in shown]
+        values = np.array([np.nan if row["gains"][k] is None else row["gains"][k] for k in keys])  # None: no view
+        runs = [[np.nan if r["gains"][k] is None else r["gains"][k] for k in keys] for r in row["per_seed"].values()]
+        spread = None
+        if len(runs) > 1:  # error bars: the lowest and highest sampling seed
+            spread = np.stack([values - np.nanmin(runs, axis=0), np.nanmax(runs, axis=0) - values])
+        ax.bar(np.arange(len(shown)) + i * width, values, width, yerr=spread, capsize=2, label=name)
     labels = [f"{p[0].replace('difix-splatfacto', 'difix')}\nΔ{k} {g}" for p, k, g in shown]
     ax.set_xticks(np.arange(len(shown)) + 0.4 - width / 2, labels, fontsize=7)
     ax.axhline(0.0, color="black", linewidth=0.5)
@@ -109,6 +114,28 @@ def _figure(rows: Dict[str, Dict[str, object]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+_SEED_OPTION = "--pipeline.datamanager.train-cameras-sampling-seed"
+
+
+def _seed_label(seed: Optional[int]) -> str:
+    from difix_ns.data.datamanagers import DifixFullImageDatamanagerConfig
+
+    return f"{DifixFullImageDatamanagerConfig().train_cameras_sampling_seed} (default)" if seed is None else str(seed)
+
+
+def _mean_row(per_seed: Dict[str, Dict[str, object]]) -> Dict[str, object]:
+    """Means over the sampling seeds' rows (seconds and gains; a gain missing in every run stays None), with the
+    rows themselves under `per_seed`."""
+    runs = list(per_seed.values())
+    row: Dict[str, object] = {k: mean(r[k] for r in runs) for k in ("difix_train_seconds", "fixer_seconds")}
+    row["gains"] = {}
+    for key in runs[0]["gains"]:
+        values = [r["gains"][key] for r in runs if r["gains"][key] is not None]
+        row["gains"][key] = mean(values) if values else None
+    row["per_seed"] = per_seed
+    return row
 
 
 def _settings(results: dict) -> str:
@@ -124,6 +151,10 @@ def main() -> None:
     # the baseline's own: accepted so that the commands heading older reports still run
     parser.add_argument("--seeds", type=int, nargs="+", help="must be the baseline's (read from it)")
     parser.add_argument("--iters", type=int, help="must be the baseline's (read from it)")
+    parser.add_argument(
+        "--sampling-seeds", type=int, nargs="*", default=[],
+        help=f"also run every variant with each of these {_SEED_OPTION} values (rows: means over the seeds)",
+    )  # fmt: skip
     parser.add_argument("--baseline", type=Path, default=Path("benchmarks/results/sparse_synthetic"))
     parser.add_argument("--work", type=Path, default=Path("outputs/progressive_schedule"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/progressive_schedule"))
@@ -135,9 +166,12 @@ def main() -> None:
             parser.error(f"--{name} {given} differs from the baseline's {baseline['config'][name]}: leave it out")
     rows = {}
     for name, options in args.variants:
-        folder = args.baseline if not options else args.work / name
-        row = _row(_run(options, folder, args.baseline), folder)
-        rows[name] = {"options": options, **row}
+        per_seed = {}
+        for seed in [None, *args.sampling_seeds]:  # None: the data manager's default seed
+            seeded = options if seed is None else f"{options} {_SEED_OPTION} {seed}".strip()
+            folder = args.baseline if not seeded else args.work / (name if seed is None else f"{name}_seed{seed}")
+            per_seed[_seed_label(seed)] = _row(_run(seeded, folder, args.baseline), folder)
+        rows[name] = {"options": options, **_mean_row(per_seed)}
 
     header = ["variant", "difix-splatfacto options", "difix train s"] + _gain_headers()
     variants = " ".join(f'"{name}={row["options"]}"' for name, row in rows.items())
@@ -149,7 +183,14 @@ def main() -> None:
         f"baseline's settings ({_settings(baseline)}), the baseline's splatfacto runs and self fixers shared by "
         "all; means over the scenes. Gains in dB (SSIM unitless); `difix` = difix-splatfacto over splatfacto, "
         "`difix+post` = +post over difix-splatfacto. Issue 16's goals: difix Δmpsnr far >= +1.0, Δpsnr all >= +0.3, "
-        "Δmssim far >= 0; difix+post >= 0 in every bin, Δmpsnr far >= +0.5.",
+        "Δmssim far >= 0; difix+post >= 0 in every bin, Δmpsnr far >= +0.5."
+        + (
+            f" Each variant also ran with `{_SEED_OPTION}` {', '.join(map(str, args.sampling_seeds))} (the order in "
+            "which training views are drawn, nothing else): the first table gives the means over the seeds, the "
+            "second each run."
+            if args.sampling_seeds
+            else ""
+        ),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -158,6 +199,12 @@ def main() -> None:
         cells = [name, f"`{row['options']}`" if row["options"] else "(default)", f"{row['difix_train_seconds']:.0f}"]
         cells += _gain_cells(row)
         lines.append("| " + " | ".join(cells) + " |")
+    if args.sampling_seeds:
+        lines += ["", "| variant | sampling seed | " + " | ".join(_gain_headers()) + " |"]
+        lines.append("|" + "---|" * (2 + len(_COLUMNS)))
+        for name, row in rows.items():
+            for seed, run in row["per_seed"].items():
+                lines.append(f"| {name} | {seed} | " + " | ".join(_gain_cells(run)) + " |")
     report = "\n".join(lines) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text(report)

@@ -25,6 +25,8 @@ _PAIRS = (("difix-splatfacto", "splatfacto"), ("difix-splatfacto+post", "difix-s
 # (pair, metric, bin) columns of the report
 _COLUMNS = (
     (_PAIRS[0], "psnr", "all"),
+    (_PAIRS[0], "psnr", "near"),
+    (_PAIRS[0], "psnr", "mid"),
     (_PAIRS[0], "mpsnr", "far"),
     (_PAIRS[0], "mssim", "far"),
     (_PAIRS[1], "psnr", "near"),
@@ -102,8 +104,8 @@ def _figure(rows: Dict[str, Dict[str, object]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ratios = [r["fixer_over_training"] for r in rows.values()]
-    for label, (pair, key, group) in (("difix: Δmpsnr far", _COLUMNS[1]), ("difix: Δpsnr all", _COLUMNS[0])):
-        name = f"{pair[0]} over {pair[1]}: {key} {group}"
+    for label, key, group in (("difix: Δmpsnr far", "mpsnr", "far"), ("difix: Δpsnr all", "psnr", "all")):
+        name = f"{_PAIRS[0][0]} over {_PAIRS[0][1]}: {key} {group}"
         ax.plot(ratios, [r["gains"][name] for r in rows.values()], "o-", label=label)
     for variant, row in rows.items():
         far = row["gains"][f"{_PAIRS[0][0]} over {_PAIRS[0][1]}: mpsnr far"]
