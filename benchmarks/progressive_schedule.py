@@ -175,10 +175,11 @@ def main() -> None:
 
     header = ["variant", "difix-splatfacto options", "difix train s"] + _gain_headers()
     variants = " ".join(f'"{name}={row["options"]}"' for name, row in rows.items())
+    seeds = f" --sampling-seeds {' '.join(map(str, args.sampling_seeds))}" if args.sampling_seeds else ""
     lines = [
         "# The progressive update's schedule",
         "",
-        f"`benchmarks/progressive_schedule.py --baseline {args.baseline} --variants {variants}`: one `difix-ns "
+        f"`benchmarks/progressive_schedule.py --baseline {args.baseline} --variants {variants}{seeds}`: one `difix-ns "
         "benchmark --fixer-method-args OPTIONS` per variant (splatfacto, difix-splatfacto, +post) with the "
         f"baseline's settings ({_settings(baseline)}), the baseline's splatfacto runs and self fixers shared by "
         "all; means over the scenes. Gains in dB (SSIM unitless); `difix` = difix-splatfacto over splatfacto, "

@@ -32,7 +32,10 @@ class ProgressiveConfig:
     max_views: int = 0
     """Most novel cameras per update (evenly subsampled from the targets); 0 = all."""
     step_size: Optional[float] = None
-    """Largest pose change per update, in pose-distance units; None = the median spacing of the training cameras."""
+    """Largest pose change per update, in pose-distance units (nerfstudio's normalised frame, so its reach differs
+    from scene to scene); None = `step_spacings` x the median spacing of the training cameras."""
+    step_spacings: float = 1.0
+    """The step when `step_size` is None, in training-camera spacings (the same reach in every scene)."""
     reach_targets: bool = False
     """Let each camera's step grow to its remaining distance over the updates left in the run (at least
     `step_size`), so every camera is at its target by the last update. With a fixed step, targets more than
@@ -62,6 +65,8 @@ class ProgressiveConfig:
             raise ValueError("progressive.targets='path' needs progressive.camera_path (a viewer camera-path JSON)")
         if self.step_size is not None and self.step_size <= 0:
             raise ValueError(f"step_size must be > 0 or None, got {self.step_size}")
+        if self.step_spacings <= 0:
+            raise ValueError(f"step_spacings must be > 0, got {self.step_spacings}")
         if self.num_references < 1 or self.render_chunk_size < 1 or self.interpolation_steps < 1:
             raise ValueError(
                 "num_references, render_chunk_size and interpolation_steps must be >= 1, got "

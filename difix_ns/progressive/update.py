@@ -35,12 +35,12 @@ of the same size."""
 
 
 def default_step_size(config: ProgressiveConfig, training: TrainingViews) -> float:
-    """`config.step_size`, or the median spacing of the training cameras (pose-distance units)."""
+    """`config.step_size`, or `step_spacings` x the median spacing of the training cameras (pose-distance units)."""
     if config.step_size is not None:
         return config.step_size
     if len(training) < 2:
-        return 1.0
-    return camera_spacing(training.poses, config.translation_weight, config.rotation_weight)
+        return config.step_spacings
+    return config.step_spacings * camera_spacing(training.poses, config.translation_weight, config.rotation_weight)
 
 
 def _step_sizes(

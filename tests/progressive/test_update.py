@@ -87,6 +87,25 @@ def test_first_update_starts_from_the_nearest_training_pose_and_steps_toward_the
     assert after == pytest.approx(before - 0.3, abs=1e-4)
 
 
+def test_the_default_step_is_a_number_of_training_camera_spacings():
+    from difix_ns.progressive.poses import camera_spacing
+    from difix_ns.progressive.update import default_step_size
+
+    training = _training()
+    spacing = camera_spacing(training.poses)
+    assert default_step_size(ProgressiveConfig(), training) == pytest.approx(spacing)
+    assert default_step_size(ProgressiveConfig(step_spacings=2.5), training) == pytest.approx(2.5 * spacing)
+    assert default_step_size(ProgressiveConfig(step_size=0.3, step_spacings=2.5), training) == 0.3
+    targets = _cameras(_orbit([170]), size=8)
+    state = progressive_update(
+        ProgressiveState(), ProgressiveConfig(step_spacings=2.0), 0, targets, training, _Recorder().render,
+        _Recorder().fix,
+    )  # fmt: skip
+    assert pose_distances(training.poses[3:4], state.poses).item() == pytest.approx(2.0 * spacing, abs=1e-4)
+    with pytest.raises(ValueError, match="step_spacings must be > 0"):
+        ProgressiveConfig(step_spacings=0.0).validate()
+
+
 def test_replace_by_default_and_accumulate_as_an_option():
     training, rec = _training(), _Recorder()
     targets = _cameras(_orbit([100, 130]), size=8)
