@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
-__all__ = ["TrainFixerConfig", "train_fixer", "validate_fixer", "weights_digest"]
+__all__ = ["TrainFixerConfig", "train_fixer", "validation_per_pair", "weights_digest"]
 
 
 @dataclass(frozen=True)
@@ -244,14 +244,9 @@ def _fix_args(batch: Dict[str, Any], use_reference: bool) -> Tuple[Any, Any, Any
     return batch["degraded"], batch["reference"] if use_reference else None, warped
 
 
-def validate_fixer(fixer: Any, dataset: Any, use_reference: bool, device: Any) -> Dict[str, float]:
-    """Mean PSNR/SSIM of fixed vs clean, and of degraded vs clean (the baseline), over full validation images
-    (with their warped references when the dataset has them)."""
-    return _mean_scores(validation_per_pair(fixer, dataset, use_reference, device))
-
-
 def validation_per_pair(fixer: Any, dataset: Any, use_reference: bool, device: Any) -> List[Dict[str, float]]:
-    """`validate_fixer`'s scores of each pair of `dataset`, in order."""
+    """PSNR/SSIM of fixed vs clean, and of degraded vs clean (the baseline), of each full validation image of
+    `dataset` in order (with its warped references when the dataset has them)."""
     import torch
 
     from difix_ns.metrics import psnr
@@ -279,6 +274,7 @@ def validation_per_pair(fixer: Any, dataset: Any, use_reference: bool, device: A
 
 
 def _mean_scores(scores: Sequence[Dict[str, float]]) -> Dict[str, float]:
+    """Means of `validation_per_pair`'s scores."""
     keys = ("psnr", "ssim", "psnr_degraded", "ssim_degraded")
     return {k: sum(float(s[k]) for s in scores) / max(len(scores), 1) for k in keys}
 
