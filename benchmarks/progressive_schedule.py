@@ -6,7 +6,8 @@ difix-splatfacto+post into `--work/NAME`, with the settings of `--baseline` (a f
 default, or a real capture's `--data` benchmark). Its splatfacto runs and self fixers are linked in (and a real
 capture's co-visibility masks copied: the benchmark rewrites their record), so only difix-splatfacto trains again
 and every variant is scored against the same baseline with the same fixer. A variant with no options is the
-baseline folder itself. Prints and writes, per variant, the gains of difix-splatfacto over splatfacto and of +post
+baseline folder itself. With `--sampling-seeds`, every variant also runs with each of those training-view sampling
+seeds, against a splatfacto trained with the same seed (once per seed, `--work`/splatfacto_seedS). Prints and writes, per variant, the gains of difix-splatfacto over splatfacto and of +post
 over difix-splatfacto (means over the scenes).
 
     .venv/bin/python benchmarks/progressive_schedule.py --variants default= \\
@@ -23,6 +24,7 @@ import argparse
 import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from statistics import mean
 from typing import Dict, Optional, Tuple
@@ -45,22 +47,48 @@ def _variant(text: str) -> Tuple[str, str]:
     return name, options
 
 
-def link_baseline(baseline: Path, folder: Path) -> dict:
-    """Link `baseline`'s splatfacto runs and self fixers into the benchmark folder `folder` (and copy a real
-    capture's co-visibility masks); returns the baseline's results.json."""
+def _link(source: Path, target: Path) -> None:
+    """`target` -> `source` (a finished run or fixer is only read); an older link elsewhere is replaced."""
+    if target.is_symlink() and target.resolve() != source.resolve():
+        target.unlink()
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(source.resolve(), target_is_directory=True)
+
+
+def _copy_covisibility(baseline: Path, folder: Path, scenes) -> None:
+    for scene in scenes:  # a copy: the benchmark rewrites covis.json in place
+        covis, copy = baseline / "covis" / scene, folder / "covis" / scene
+        if covis.is_dir() and not copy.exists():
+            shutil.copytree(covis.resolve(), copy, symlinks=True)
+
+
+def link_baseline(baseline: Path, folder: Path, splatfacto_runs: Optional[Path] = None) -> dict:
+    """Link `baseline`'s self fixers and splatfacto runs (or those of the benchmark folder `splatfacto_runs`) into
+    the benchmark folder `folder`, and copy a real capture's co-visibility masks; returns the baseline's
+    results.json."""
     results = json.loads((baseline / "results.json").read_text())
-    for scene in (s["name"] for s in results["scenes"]):  # a finished run or fixer is only read: link it
-        for shared in ("splatfacto", "self_fixer"):
-            source, target = baseline / "runs" / scene / shared, folder / "runs" / scene / shared
+    scenes = [s["name"] for s in results["scenes"]]
+    for scene in scenes:
+        for shared, source_folder in (("splatfacto", splatfacto_runs or baseline), ("self_fixer", baseline)):
+            source = source_folder / "runs" / scene / shared
             if not source.is_dir():
                 raise ValueError(f"{source} is missing: --baseline must be a finished benchmark of the default methods")
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.symlink_to(source.resolve(), target_is_directory=True)
-        covis, copy = baseline / "covis" / scene, folder / "covis" / scene
-        if covis.is_dir() and not copy.exists():  # a copy: the benchmark rewrites covis.json in place
-            shutil.copytree(covis.resolve(), copy, symlinks=True)
+            _link(source, folder / "runs" / scene / shared)
+    _copy_covisibility(baseline, folder, scenes)
     return results
+
+
+def seed_splatfacto(baseline: Path, work: Path, seed: int) -> Path:
+    """splatfacto with training-view sampling seed `seed`, with the baseline's scenes and settings, trained once
+    into `work`/splatfacto_seedS (shared by every variant of that seed, so each gain compares one seed)."""
+    from difix_ns.benchmark.command import run_benchmark
+
+    results = json.loads((baseline / "results.json").read_text())
+    folder = work / f"splatfacto_seed{seed}"
+    _copy_covisibility(baseline, folder, [s["name"] for s in results["scenes"]])
+    run_benchmark(replace(baseline_config(results, folder, ""), methods=("splatfacto",), sampling_seed=seed))
+    return folder
 
 
 def baseline_config(results: dict, folder: Path, options: str):
@@ -79,12 +107,13 @@ def baseline_config(results: dict, folder: Path, options: str):
     )  # fmt: skip
 
 
-def _run(options: str, folder: Path, baseline: Path) -> dict:
+def _run(options: str, folder: Path, baseline: Path, seed: Optional[int], splatfacto_runs: Optional[Path]) -> dict:
     from difix_ns.benchmark.command import run_benchmark
 
     if folder == baseline:  # the default options: the finished benchmark as it is, not rewritten
         return json.loads((baseline / "results.json").read_text())
-    run_benchmark(baseline_config(link_baseline(baseline, folder), folder, options))
+    config = baseline_config(link_baseline(baseline, folder, splatfacto_runs), folder, options)
+    run_benchmark(replace(config, sampling_seed=seed))
     return json.loads((folder / "results.json").read_text())
 
 
@@ -164,13 +193,17 @@ def main() -> None:
     for name, given in (("seeds", args.seeds), ("iters", args.iters)):
         if given is not None and given != baseline["config"][name]:
             parser.error(f"--{name} {given} differs from the baseline's {baseline['config'][name]}: leave it out")
+    splatfacto_runs = {seed: seed_splatfacto(args.baseline, args.work, seed) for seed in args.sampling_seeds}
     rows = {}
     for name, options in args.variants:
         per_seed = {}
-        for seed in [None, *args.sampling_seeds]:  # None: the data manager's default seed
-            seeded = options if seed is None else f"{options} {_SEED_OPTION} {seed}".strip()
-            folder = args.baseline if not seeded else args.work / (name if seed is None else f"{name}_seed{seed}")
-            per_seed[_seed_label(seed)] = _row(_run(seeded, folder, args.baseline), folder)
+        for seed in [None, *args.sampling_seeds]:  # None: the data manager's default seed, the baseline's
+            if seed is None:
+                folder = args.baseline if not options else args.work / name
+            else:
+                folder = args.work / f"{name}_seed{seed}"
+            run = _run(options, folder, args.baseline, seed, splatfacto_runs.get(seed))
+            per_seed[_seed_label(seed)] = _row(run, folder)
         rows[name] = {"options": options, **_mean_row(per_seed)}
 
     header = ["variant", "difix-splatfacto options", "difix train s"] + _gain_headers()
@@ -181,14 +214,14 @@ def main() -> None:
         "",
         f"`benchmarks/progressive_schedule.py --baseline {args.baseline} --variants {variants}{seeds}`: one `difix-ns "
         "benchmark --fixer-method-args OPTIONS` per variant (splatfacto, difix-splatfacto, +post) with the "
-        f"baseline's settings ({_settings(baseline)}), the baseline's splatfacto runs and self fixers shared by "
+        f"baseline's settings ({_settings(baseline)}), the baseline's self fixers and splatfacto runs shared by "
         "all; means over the scenes. Gains in dB (SSIM unitless); `difix` = difix-splatfacto over splatfacto, "
         "`difix+post` = +post over difix-splatfacto. Issue 16's goals: difix Δmpsnr far >= +1.0, Δpsnr all >= +0.3, "
         "Δmssim far >= 0; difix+post >= 0 in every bin, Δmpsnr far >= +0.5."
         + (
             f" Each variant also ran with `{_SEED_OPTION}` {', '.join(map(str, args.sampling_seeds))} (the order in "
-            "which training views are drawn, nothing else): the first table gives the means over the seeds, the "
-            "second each run."
+            "which training views are drawn, nothing else), against splatfacto trained with the same seed "
+            "(`--work`/splatfacto_seedS): the first table gives the means over the seeds, the second each run."
             if args.sampling_seeds
             else ""
         ),

@@ -45,11 +45,24 @@ def test_a_variant_shares_the_baselines_runs_and_copies_its_covisibility(schedul
     assert (copy / "covis.json").read_text() == '{"coverage": 0.8}'
     assert schedule.link_baseline(baseline, folder) == results, "a second call (a resumed variant) changes nothing"
 
-    config = schedule.baseline_config(results, folder, "--pipeline.datamanager.train-cameras-sampling-seed 7")
+    config = schedule.baseline_config(results, folder, "--pipeline.progressive.step-spacings 2.0")
     expected = (Path(results["config"]["data"]), 12, 8, 1000)
     assert (config.data, config.downscale, config.train_every, config.iters) == expected
-    assert config.out == folder and config.fixer_method_args.endswith("seed 7")
+    assert config.out == folder and config.fixer_method_args == "--pipeline.progressive.step-spacings 2.0"
     assert (config.self_fixer_steps, config.self_fixer_seconds) == (400, 90.0), "the linked fixers' budget: kept"
+
+
+def test_a_seeded_variant_links_the_splatfacto_run_of_its_own_seed(schedule, tmp_path):
+    baseline, folder = _baseline(tmp_path), tmp_path / "work" / "default_seed7"
+    schedule.link_baseline(baseline, folder)  # as a variant folder made before the seeds had their own splatfacto
+    seeded = tmp_path / "work" / "splatfacto_seed7"
+    (seeded / "runs" / "fruit" / "splatfacto").mkdir(parents=True)
+    schedule.link_baseline(baseline, folder, splatfacto_runs=seeded)
+    runs = folder / "runs" / "fruit"
+    assert (runs / "splatfacto").resolve() == (seeded / "runs" / "fruit" / "splatfacto").resolve()
+    assert (runs / "self_fixer").resolve() == (baseline / "runs" / "fruit" / "self_fixer").resolve()
+    with pytest.raises(ValueError, match="splatfacto is missing"):
+        schedule.link_baseline(baseline, folder, splatfacto_runs=tmp_path / "work" / "splatfacto_seed11")
 
 
 def test_a_baseline_without_its_runs_is_refused(schedule, tmp_path):

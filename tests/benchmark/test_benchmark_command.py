@@ -20,6 +20,7 @@ def benchmark_run(tmp_path_factory):
         methods=("splatfacto", "difix-splatfacto", "difix-splatfacto+post"),
         fixer="identity",  # the self fixer is exercised by tests/test_demo.py and tests/models
         fixer_method_args="--pipeline.progressive.alpha-threshold 0.25",
+        sampling_seed=5,
     )
     return config, run_benchmark(config)
 
@@ -71,6 +72,20 @@ def test_fixer_method_args_reach_the_fixer_methods_only(benchmark_run, tmp_path)
     assert "methods with a fixer: `--pipeline.progressive.alpha-threshold 0.25`" in text
     with pytest.raises(ValueError, match="fixer_method_args .* cannot be split"):
         run_benchmark(BenchmarkConfig(fixer_method_args="--x 'unclosed", out=tmp_path))
+
+
+def test_the_sampling_seed_reaches_every_method(benchmark_run, tmp_path):
+    import yaml
+
+    config, results = benchmark_run
+    for key in ("splatfacto", "difix-splatfacto"):
+        run = json.loads((config.out / "runs" / "synth0" / key / "result.json").read_text())
+        trained = yaml.load(open(run["config"]).read(), Loader=yaml.Loader)
+        assert trained.pipeline.datamanager.train_cameras_sampling_seed == 5
+    assert results["config"]["sampling_seed"] == 5
+    assert "with sampling seed 5" in (config.out / "results.md").read_text()
+    with pytest.raises(ValueError, match="sampling_seed orders whole training images"):
+        run_benchmark(BenchmarkConfig(methods=("nerfacto",), sampling_seed=5, out=tmp_path))
 
 
 def test_no_evaluation_view_is_a_training_view(benchmark_run):
