@@ -42,9 +42,6 @@ class DifixSplatfactoModelConfig(SplatfactoModelConfig, DifixFixingConfig):
     """Splatfacto's settings, unchanged in name and meaning; difix-specific settings are added here."""
 
     _target: Type = field(default_factory=lambda: DifixSplatfactoModel)
-    pseudo_views_densify: bool = True
-    """Let a pseudo view's step add to the densification statistics (off: only real training views' gradients
-    decide where Gaussians split, duplicate and grow)."""
 
 
 def gaussians_from_points(
@@ -99,22 +96,9 @@ class DifixSplatfactoModel(DifixFixingMixin, OfflineMetricsMixin, SplatfactoMode
         """Splatfacto's losses; on a pseudo view the main loss is scaled by `pseudo_loss_weight` (its `mask`,
         the render's alpha >= threshold, is applied by splatfacto like any mask)."""
         loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
-        self._pseudo_step = bool(batch.get("difix_pseudo", False))
-        if self._pseudo_step:
+        if batch.get("difix_pseudo", False):
             loss_dict["main_loss"] = loss_dict["main_loss"] * self._pseudo_weight()
         return loss_dict
-
-    def step_post_backward(self, step: int) -> None:
-        """Splatfacto's densification step; without `pseudo_views_densify` a pseudo view's step goes in with no
-        Gaussian visible, so it adds nothing to the statistics (the refine schedule itself is unchanged)."""
-        if getattr(self, "_pseudo_step", False) and not self.config.pseudo_views_densify:
-            info, self.info = self.info, dict(self.info, radii=torch.zeros_like(self.info["radii"]))
-            try:
-                super().step_post_backward(step)
-            finally:
-                self.info = info
-            return
-        super().step_post_backward(step)
 
     def _render_gaussians(self) -> Dict[str, Tensor]:
         """Activated Gaussian parameters to render, restricted to the crop box when one is set (eval only)."""

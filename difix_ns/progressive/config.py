@@ -50,10 +50,6 @@ class ProgressiveConfig:
     """Nearest training views passed to the fixer as references."""
     accumulate: bool = False
     """Keep the pseudo views of earlier updates (default: each update replaces the previous set)."""
-    refresh_revisited: bool = False
-    """With `accumulate`: an earlier view at a pose this update renders again (a camera that has reached its target
-    stays there) is dropped for the new render, so a reached camera keeps one view, from the latest model, instead
-    of one per update back to the first, least-trained one."""
     alpha_threshold: float = 0.5
     """Pseudo-view pixels whose render alpha is below this are left out of the loss."""
     render_chunk_size: int = 8

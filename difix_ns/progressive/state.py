@@ -79,20 +79,6 @@ class PseudoViews:
             steps=torch.cat([s.steps for s in sets]),
         )
 
-    def select(self, keep: Bool[Tensor, "P"]) -> "PseudoViews":
-        """The views where `keep` is True, in order."""
-        if keep.shape != (len(self),):
-            raise ValueError(f"keep must be a bool mask [{len(self)}], got {tuple(keep.shape)}")
-        chosen = torch.nonzero(keep.cpu()).flatten()
-        state = cameras_to_state(self.cameras)
-        return PseudoViews(
-            cameras=cameras_from_state({k: v[chosen] for k, v in state.items()}),
-            images=[self.images[i] for i in chosen.tolist()],
-            masks=[self.masks[i] for i in chosen.tolist()],
-            reference_indices=self.reference_indices[chosen],
-            steps=self.steps[chosen],
-        )
-
     def to_state(self) -> Dict[str, Any]:
         return {
             "cameras": cameras_to_state(self.cameras),

@@ -111,14 +111,6 @@ def _render_and_fix(
     return images, masks
 
 
-def _rendered_again(cameras: Cameras, poses: Float[Tensor, "M 3 4"], tolerance: float = 1e-5) -> Tensor:
-    """[P] bool: whether each camera's pose is one of `poses` (to `tolerance`, largest entry difference)."""
-    earlier = cameras.camera_to_worlds[:, :3, :4].float().cpu()
-    if earlier.shape[0] == 0 or poses.shape[0] == 0:
-        return torch.zeros(earlier.shape[0], dtype=torch.bool)
-    return ((earlier[:, None] - poses[None]).abs().amax(dim=(-2, -1)) <= tolerance).any(dim=1)
-
-
 def _current_poses(
     state: ProgressiveState, config: ProgressiveConfig, target_poses: Tensor, training: TrainingViews
 ) -> Tensor:
@@ -153,8 +145,7 @@ def progressive_update(
     pseudo views carry in training. With `warped_count` K > 0 (the fixer's `warped_references`) the fixer also
     gets the K nearest training views warped into each camera by its rendered depth. With `config.reach_targets`
     and the run's `last_step`, a camera's step is its remaining distance over the updates left (at least the
-    fixed step). The new views replace the previous set, or join it with `accumulate` (less the earlier views at
-    the poses rendered again, with `refresh_revisited`).
+    fixed step). The new views replace the previous set, or join it with `accumulate`.
     """
     start_time = time.perf_counter()
     target_poses = targets.camera_to_worlds[:, :3, :4].float().cpu()
@@ -178,10 +169,7 @@ def progressive_update(
         steps=torch.full((cameras.shape[0],), step, dtype=torch.long),
     )
     if config.accumulate and state.pseudo is not None:
-        earlier = state.pseudo
-        if config.refresh_revisited:
-            earlier = earlier.select(~_rendered_again(earlier.cameras, poses))
-        views = PseudoViews.concatenate([earlier, views])
+        views = PseudoViews.concatenate([state.pseudo, views])
     record = {
         "step": float(step),
         "views": float(len(views)),

@@ -121,29 +121,3 @@ def test_targets_from_a_viewer_camera_path_or_the_training_path(trained_splatfac
             pipeline.novel_camera_targets()
     finally:
         config.targets, config.camera_path, config.max_views = saved
-
-
-@pytest.mark.parametrize("densify", [True, False])
-def test_pseudo_views_add_to_densification_statistics_only_when_asked(trained_splatfacto, densify):
-    model = trained_splatfacto["trainer"].pipeline.model
-    views = trained_splatfacto["trainer"].pipeline.datamanager.pseudo_views
-    model.train()
-    model.config.pseudo_views_densify = densify
-    saved_step, saved_state = model.step, dict(model.strategy_state)
-    model.step = 1  # neither a refine nor an opacity-reset step: only the statistics move
-    model.strategy_state["count"] = torch.zeros(model.num_points)
-    model.strategy_state["grad2d"] = torch.zeros(model.num_points)
-    try:
-        for pseudo in (False, True):
-            outputs = model.get_outputs(views.cameras[0:1])
-            batch = {"image": views.images[0].float() / 255, "mask": views.masks[0], "difix_pseudo": pseudo}
-            sum(model.get_loss_dict(outputs, batch).values()).backward()
-            before = model.strategy_state["count"].clone()
-            model.step_post_backward(1)
-            added = (model.strategy_state["count"] - before).sum().item()
-            assert added > 0 if (densify or not pseudo) else added == 0
-    finally:
-        model.config.pseudo_views_densify = True
-        model.step, model.strategy_state = saved_step, saved_state
-        model.zero_grad(set_to_none=True)
-        model.eval()

@@ -121,25 +121,6 @@ def test_replace_by_default_and_accumulate_as_an_option():
     assert len(state.pseudo) == 4 and state.pseudo.steps.tolist() == [10, 10, 20, 20]
 
 
-def test_refresh_revisited_keeps_one_view_of_a_reached_camera_and_the_far_camera_path():
-    training, rec = _training(), _Recorder()
-    # 65 degrees is reached at the first update (5 degrees from the training pose at 60); 170 takes several steps
-    targets = _cameras(_orbit([65, 170]), size=8)
-    config = ProgressiveConfig(accumulate=True, refresh_revisited=True, step_size=0.5)
-    state = ProgressiveState()
-    for step in (10, 20, 30):
-        state = progressive_update(state, config, step, targets, training, rec.render, rec.fix)
-    poses = state.pseudo.cameras.camera_to_worlds
-    at_near = pose_distances(poses, targets.camera_to_worlds[:1])[:, 0] < 1e-4
-    assert at_near.sum() == 1 and state.pseudo.steps[at_near].tolist() == [30], "only the latest render stays"
-    far = state.pseudo.steps[~at_near].tolist()
-    assert far == [10, 20, 30], "the far camera's views along its path are all kept"
-    kept = state.pseudo.select(torch.tensor([True, False, False, True]))
-    assert kept.steps.tolist() == [far[0], 30] and len(kept.images) == 2
-    with pytest.raises(ValueError, match="bool mask"):
-        state.pseudo.select(torch.tensor([True]))
-
-
 def test_state_round_trips_through_a_weights_only_checkpoint():
     training, rec = _training(), _Recorder()
     state = progressive_update(
