@@ -75,7 +75,7 @@ class BenchmarkConfig:
     sampling_seed: Optional[int] = None
     """Order in which every method draws its training views (`--pipeline.datamanager.train-cameras-sampling-seed`,
     splatfacto methods only); None: the data manager's default (42). A gain compares runs of one seed: alone, the
-    seed moves a real capture's PSNR by up to about 2 dB (benchmarks/results/schedule_seeds_fruit)."""
+    seed moves fruit's gain over splatfacto from +0.65 to +2.29 dB (benchmarks/results/schedule_seeds_fruit)."""
     fixer_method_args: str = ""
     """Extra ns-train options for the methods with a fixer (difix-*), one string, after the benchmark's own; the
     baselines are not changed. Give it with `=`, as in `--fixer-method-args="--pipeline.progressive.fix-every 125"`
