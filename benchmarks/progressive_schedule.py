@@ -7,8 +7,9 @@ default, or a real capture's `--data` benchmark). Its splatfacto runs and self f
 capture's co-visibility masks copied: the benchmark rewrites their record), so only difix-splatfacto trains again
 and every variant is scored against the same baseline with the same fixer. A variant with no options is the
 baseline folder itself. With `--sampling-seeds`, every variant also runs with each of those training-view sampling
-seeds, against a splatfacto trained with the same seed (once per seed, `--work`/splatfacto_seedS). Prints and writes, per variant, the gains of difix-splatfacto over splatfacto and of +post
-over difix-splatfacto (means over the scenes).
+seeds, against a splatfacto trained with the same seed (once per seed, `--work`/splatfacto_seedS). Prints and
+writes, per variant, the gains of difix-splatfacto over splatfacto and of +post over difix-splatfacto (means over
+the scenes).
 
     .venv/bin/python benchmarks/progressive_schedule.py --variants default= \\
         "step3=--pipeline.progressive.step-size 3.0"
@@ -30,6 +31,8 @@ from statistics import mean
 from typing import Dict, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from difix_ns.benchmark.command import SAMPLING_SEED_OPTION as _SEED_OPTION  # noqa: E402
 
 from self_fixer_budget import (  # noqa: E402  (one reading and one table of a benchmark's gains)
     _COLUMNS,
@@ -143,9 +146,6 @@ def _figure(rows: Dict[str, Dict[str, object]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-_SEED_OPTION = "--pipeline.datamanager.train-cameras-sampling-seed"
 
 
 def _seed_label(seed: Optional[int]) -> str:

@@ -17,7 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["BenchmarkConfig", "run_benchmark"]
+__all__ = ["BenchmarkConfig", "SAMPLING_SEED_OPTION", "run_benchmark"]
+
+SAMPLING_SEED_OPTION = "--pipeline.datamanager.train-cameras-sampling-seed"
+"""The ns-train option behind `BenchmarkConfig.sampling_seed`."""
 
 SCORED_METRICS = ("psnr", "ssim", "lpips", "mpsnr", "mssim")
 """Per-view metrics kept in results.json: full image, and co-visibility-masked (mpsnr, mssim) where masks exist."""
@@ -218,7 +221,7 @@ def _train_and_evaluate(
 
     args = budget_args(recipe, config.iters, cpu=not torch.cuda.is_available()) + list(recipe.args)
     if config.sampling_seed is not None:
-        args.append(f"--pipeline.datamanager.train-cameras-sampling-seed={config.sampling_seed}")
+        args.append(f"{SAMPLING_SEED_OPTION}={config.sampling_seed}")
     if recipe.uses_fixer:
         args += fixer_args(config.fixer, fixer_model) + shlex.split(config.fixer_method_args)
     trained = run_ns_train(recipe.method, split_folder, run_dir.parent, run_dir.name, args)
